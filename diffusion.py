@@ -1,0 +1,167 @@
+"""Rectified flow: how to noise latents, what the DiT predicts, the training loss, and the Euler sampler.
+
+Implements the diffusion half of the Sora report ("Video generation models as world simulators"): "Scaling
+transformers for video generation" (a transformer trained to denoise noisy spacetime patches; Sora predicts
+clean patches, we predict the velocity, which gives the clean patches as x0 = x_t - t * v), and the sampler
+options behind "Prompting with images and videos" (given frames for animating an image or extending a video;
+a partly noised start for video-to-video editing).
+
+Papers: Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow (Liu et al.,
+arXiv:2209.03003); Scaling Rectified Flow Transformers for High-Resolution Image Synthesis (SD3, Esser et al.,
+arXiv:2403.03206) for logit-normal timesteps and the timestep shift; Classifier-Free Diffusion Guidance (Ho &
+Salimans, arXiv:2207.12598); SDEdit (Meng et al., arXiv:2108.01073) for editing from a noised input.
+
+The convention, used everywhere in nanosora and tested in tests/test_diffusion.py:
+
+    x_t = (1 - t) * x0 + t * noise        t = 0 is data, t = 1 is pure noise
+    velocity = d x_t / d t = noise - x0    what the model predicts
+    sampling integrates from t = 1 to t = 0 with Euler steps: x_{t - dt} = x_t - dt * v
+
+Everything here is model-agnostic: the caller passes `velocity_fn(x_t, t) -> velocity`, a closure around the
+DiT and the text features. Latents are (B, c, f, h, w); t is (B,), or (B, f) for one timestep per latent frame.
+"""
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class DiffusionConfig:
+    # SD3 compared timestep densities and found logit-normal(0, 1) best: it trains most on the middle of the
+    # path, where the velocity is hardest to predict (near t = 0 or t = 1 the best guess is close to a mean).
+    timestep_sampling: str = "logit_normal"  # 'logit_normal' or 'uniform'
+    logit_mean: float = 0.0  # t = sigmoid(u), u ~ N(logit_mean, logit_std); mean > 0 favours noisier t
+    logit_std: float = 1.0
+    # 1 = no shift. For a grid with more latent tokens than the one the schedule was tuned on, SD3 uses
+    # shift = sqrt(tokens / base_tokens): more tokens hold more redundant copies of the content, so the
+    # same t hides less of it and the model must see (and start sampling from) noisier inputs.
+    shift: float = 1.0
+    # Rectified-flow paths are nearly straight, so a few tens of Euler steps suffice (diffusers' SD3 pipeline
+    # defaults to 28); doubling the steps doubles sampling time for a small gain.
+    sample_steps: int = 32
+    # Guidance trades diversity for prompt adherence. Our captions name exact digits, directions and speeds,
+    # so we want adherence; 4 is a moderate value (SD3 uses about 5-7 on free-form prompts). 1 = no guidance.
+    guidance_scale: float = 4.0
+
+
+def shift_timesteps(t, shift):
+    """SD3's resolution-dependent shift t' = shift * t / (1 + (shift - 1) * t). It fixes 0 and 1, is monotone,
+    and for shift > 1 moves every t towards 1 (more noise). Works on tensors and floats; shift 1/s undoes s."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_timesteps(batch, config, generator=None, device="cpu"):
+    """Training timesteps (B,) in (0, 1), shifted by config.shift as in SD3. Drawn on the CPU, so a seeded
+    CPU generator gives the same timesteps on every device; B numbers cost nothing to move."""
+    if config.timestep_sampling == "logit_normal":
+        u = config.logit_mean + config.logit_std * torch.randn(batch, generator=generator)  # (B,)
+        t = torch.sigmoid(u)
+    elif config.timestep_sampling == "uniform":
+        t = torch.rand(batch, generator=generator)  # (B,)
+    else:
+        raise ValueError(f"timestep_sampling must be 'logit_normal' or 'uniform': got {config.timestep_sampling!r}")
+    return shift_timesteps(t, config.shift).to(device)
+
+
+def expand_t(t, x):
+    """Shape t to broadcast against x (B, c, f, h, w): (B,) -> (B, 1, 1, 1, 1); (B, f) -> (B, 1, f, 1, 1)."""
+    if t.shape == x.shape[:1]:
+        return t.view(-1, *[1] * (x.dim() - 1))  # (B, 1, 1, 1, 1)
+    if x.dim() == 5 and t.shape == (x.shape[0], x.shape[2]):
+        return t.view(t.shape[0], 1, t.shape[1], 1, 1)  # (B, 1, f, 1, 1)
+    raise ValueError(f"t must be (B,) or (B, f) for latents (B, c, f, h, w) = {tuple(x.shape)}: got {tuple(t.shape)}")
+
+
+def add_noise(x0, noise, t):
+    """The straight path from data to noise: x_t = (1 - t) * x0 + t * noise. x0, noise (B, c, f, h, w)."""
+    t = expand_t(t, x0)
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0, noise):
+    """d x_t / d t along the straight path; the same at every t, which is what makes the paths straight."""
+    return noise - x0
+
+
+def loss(velocity_fn, x0, t, noise, frame_mask=None):
+    """Rectified-flow loss: MSE between predicted and target velocity, one value per sample (B,).
+
+    x0, noise (B, c, f, h, w); t (B,) or (B, f). frame_mask (B, f) bool, True where the frame is generated:
+    given (clean, t = 0) frames are left out of the mean, since there is nothing there to learn. Per-sample
+    values let training log the loss per timestep bin (`loss_per_bin`); call `.mean()` to backpropagate.
+    """
+    noisy_latents = add_noise(x0, noise, t)  # (B, c, f, h, w)
+    predicted = velocity_fn(noisy_latents, t)  # (B, c, f, h, w)
+    # Mean over channels and pixels first, in float32 even under autocast: every frame has the same number
+    # of elements, so the masked mean over frames below equals the mean over all unmasked elements.
+    per_frame = (predicted.float() - velocity_target(x0, noise).float()).square().mean(dim=(1, 3, 4))  # (B, f)
+    if frame_mask is None:
+        return per_frame.mean(dim=1)  # (B,)
+    frame_mask = frame_mask.to(per_frame.dtype)  # (B, f)
+    # clamp: a sample whose frames are all given contributes 0, not NaN
+    return (per_frame * frame_mask).sum(dim=1) / frame_mask.sum(dim=1).clamp(min=1)  # (B,)
+
+
+def loss_per_bin(t, per_sample_loss, bins=4):
+    """Loss summed and counted per timestep bin [0, 1/bins), ... ; returns (sums (bins,), counts (bins,)),
+    so a caller can accumulate over steps (and all-reduce across GPUs) before dividing."""
+    if t.dim() == 2:  # per-frame t: bin by the generated frames' t (given frames have t = 0)
+        t = t.amax(dim=1)  # (B,)
+    index = (t * bins).long().clamp(0, bins - 1)  # (B,) bin of each sample; t = 1 joins the last bin
+    sums = torch.zeros(bins, device=t.device).index_add_(0, index, per_sample_loss.detach().float())
+    counts = torch.bincount(index, minlength=bins).float()
+    return sums, counts
+
+
+def guided_velocity(velocity_fn, x_t, t, guidance_scale):
+    """Classifier-free guidance: v = v_uncond + s * (v_cond - v_uncond), extrapolating away from the
+    unconditional prediction. x_t (B, c, f, h, w); t (B,) or (B, f).
+
+    The conditional and unconditional predictions come from ONE call on a doubled batch (2B): the same FLOPs
+    as two calls of B, but full GPU batches and half the kernel launches. So velocity_fn must read rows [:B]
+    as conditioned on the prompt and rows [B:] as unconditional (empty caption). At s = 1 the formula is just
+    v_cond, so only the B conditioned rows are run and the unconditional pass costs nothing. A caller:
+
+        text, mask, pooled = text_encoder.encode(prompts + [""] * B)   # rows [:B] prompts, [B:] unconditional
+        velocity_fn = lambda x_t, t: dit(x_t, t, text[:len(x_t)], mask[:len(x_t)], pooled[:len(x_t)])
+    """
+    if guidance_scale == 1:
+        return velocity_fn(x_t, t)
+    both = velocity_fn(torch.cat([x_t, x_t]), torch.cat([t, t]))  # (2B, c, f, h, w)
+    v_cond, v_uncond = both.chunk(2)  # (B, c, f, h, w) each
+    return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+
+@torch.no_grad()
+def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_latents=None, given_frames=None,
+           t_start=1.0):
+    """Integrate d x / d t = v from t = t_start down to t = 0 with `steps` Euler steps; returns x0 (B, c, f, h, w).
+
+    noise (B, c, f, h, w): pure noise; or, to edit a video (SDEdit), add_noise(video_latents, noise, t_start)
+        with t_start < 1: the result keeps the video's layout and redraws detail, more so as t_start grows.
+    shift: the time grid is shift_timesteps(uniform grid, shift), spending more steps at high noise for shift > 1;
+        use the same shift as in training, times sqrt(tokens / training tokens) for a larger grid.
+    guidance_scale: classifier-free guidance, see `guided_velocity` for what velocity_fn receives.
+    given_latents (B, c, f, h, w) with given_frames (B, f) bool, True = given: those frames (a first image to
+        animate, a video to extend) are held exactly at their clean values and the model is told so with
+        t = 0 there, so velocity_fn then gets t of shape (B, f) -- the same form training uses for them.
+    """
+    # A uniform grid in "unshifted" time, shifted. Starting it at shift_timesteps(t_start, 1 / shift) makes the
+    # shifted grid start exactly at t_start; it always ends exactly at 0.
+    u_start = shift_timesteps(t_start, 1 / shift)  # a Python float, so exact in double precision
+    t_grid = shift_timesteps(torch.linspace(u_start, 0, steps + 1, device=noise.device), shift)  # (steps + 1,)
+
+    B = noise.shape[0]
+    x, hold = noise, None
+    if given_frames is not None:
+        hold = given_frames.view(B, 1, -1, 1, 1)  # (B, 1, f, 1, 1), broadcasts over channels and pixels
+        x = torch.where(hold, given_latents, x)
+    for t_now, t_next in zip(t_grid[:-1], t_grid[1:]):
+        t = t_now.repeat(B)  # (B,)
+        if hold is not None:
+            t = torch.where(given_frames, 0.0, t_now)  # (B, f): given frames are clean, t = 0
+        v = guided_velocity(velocity_fn, x, t, guidance_scale)  # (B, c, f, h, w)
+        x = x - (t_now - t_next) * v  # Euler step towards data; t_next < t_now
+        if hold is not None:
+            x = torch.where(hold, given_latents, x)  # the step moved the given frames too: put them back
+    return x

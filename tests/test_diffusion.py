@@ -1,0 +1,195 @@
+"""Rectified flow checked against its own formulas: the sign convention, the sampler with an oracle velocity,
+guidance, the timestep shift and densities, per-frame timesteps, masked loss and given frames."""
+import pytest
+import torch
+
+from diffusion import (DiffusionConfig, add_noise, expand_t, guided_velocity, loss, loss_per_bin, sample,
+                       sample_timesteps, shift_timesteps, velocity_target)
+
+SHAPE = (2, 3, 4, 5, 6)  # (B, c, f, h, w)
+
+
+def data_and_noise(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+
+
+def test_velocity_sign_and_endpoints():
+    x0, noise = torch.zeros(SHAPE), torch.ones(SHAPE)
+    v = velocity_target(x0, noise)
+    assert torch.equal(v, noise - x0)  # points from data to noise
+    ts = [0.0, 0.25, 0.5, 1.0]
+    values = [add_noise(x0, noise, torch.full((2,), t))[0, 0, 0, 0, 0].item() for t in ts]
+    assert values == ts  # x_t moves toward the noise as t grows: 0 at t = 0, 1 at t = 1
+    x0, noise = data_and_noise()
+    assert torch.equal(add_noise(x0, noise, torch.zeros(2)), x0)
+    assert torch.equal(add_noise(x0, noise, torch.ones(2)), noise)
+    t = torch.tensor([0.3, 0.8])
+    x_t = add_noise(x0, noise, t)
+    torch.testing.assert_close(x_t - expand_t(t, x_t) * velocity_target(x0, noise), x0)  # x0 = x_t - t * v
+
+
+def test_expand_t_per_sample_and_per_frame():
+    x = torch.zeros(SHAPE)
+    assert expand_t(torch.rand(2), x).shape == (2, 1, 1, 1, 1)
+    t = torch.tensor([[0.0, 0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 0.7]])  # (B, f)
+    assert expand_t(t, x).shape == (2, 1, 4, 1, 1)
+    x0, noise = data_and_noise()
+    x_t = add_noise(x0, noise, t)
+    for b in range(2):
+        for i in range(4):  # each latent frame interpolated with its own t
+            s = t[b, i]
+            torch.testing.assert_close(x_t[b, :, i], (1 - s) * x0[b, :, i] + s * noise[b, :, i])
+    with pytest.raises(ValueError, match=r"\(B,\) or \(B, f\)"):
+        expand_t(torch.rand(2, 3), x)
+
+
+@pytest.mark.parametrize("steps,shift", [(1, 1.0), (7, 1.0), (32, 3.0)])
+def test_sampler_recovers_x0_with_oracle_velocity(steps, shift):
+    x0, noise = data_and_noise()
+    calls = []
+
+    def oracle(x_t, t):  # the exact velocity of the straight path through x0: (x_t - x0) / t = noise - x0
+        calls.append(t.clone())
+        return (x_t - x0) / expand_t(t, x_t)
+
+    out = sample(oracle, noise, steps, shift=shift)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+    assert len(calls) == steps and calls[0].shape == (2,)
+    assert torch.allclose(calls[0], torch.ones(2))  # starts from pure noise at t = 1
+    assert all((a > b).all() for a, b in zip(calls, calls[1:]))  # t decreases
+
+
+def test_sdedit_start_begins_at_t_start():
+    x0, noise = data_and_noise()
+    seen = []
+
+    def oracle(x_t, t):
+        seen.append(t[0].item())
+        return (x_t - x0) / expand_t(t, x_t)
+
+    out = sample(oracle, add_noise(x0, noise, torch.full((2,), 0.6)), 8, shift=2.0, t_start=0.6)
+    assert seen[0] == pytest.approx(0.6, abs=1e-6)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+
+
+def test_guidance_scale_one_is_conditional_only():
+    x, t = torch.randn(SHAPE), torch.rand(2)
+    batches = []
+
+    def velocity_fn(x_t, t):
+        batches.append(x_t.shape[0])
+        return 2 * x_t
+
+    assert torch.equal(guided_velocity(velocity_fn, x, t, 1.0), 2 * x)
+    assert batches == [2]  # the unconditional rows were never run
+    batches.clear()
+    sample(velocity_fn, x, steps=3, guidance_scale=1.0)
+    assert batches == [2, 2, 2]
+
+
+def test_guidance_extrapolates():
+    x, t = torch.randn(SHAPE), torch.rand(2)
+    v_cond, v_uncond = torch.randn(SHAPE), torch.randn(SHAPE)
+
+    def velocity_fn(x_t, t):  # rows [:B] conditioned, rows [B:] unconditional
+        assert x_t.shape[0] == 4 and torch.equal(x_t[:2], x_t[2:]) and torch.equal(t[:2], t[2:])
+        return torch.cat([v_cond, v_uncond])
+
+    for s in [0.0, 2.0, 4.0]:
+        torch.testing.assert_close(guided_velocity(velocity_fn, x, t, s), v_uncond + s * (v_cond - v_uncond))
+
+
+def test_shift_timesteps():
+    t = torch.linspace(0, 1, 101)
+    for s in [0.5, 1.0, 3.0]:
+        shifted = shift_timesteps(t, s)
+        assert shifted[0] == 0 and shifted[-1] == 1
+        assert (shifted[1:] > shifted[:-1]).all()  # monotone
+        torch.testing.assert_close(shift_timesteps(shifted, 1 / s), t)  # 1 / s undoes s
+    assert torch.equal(shift_timesteps(t, 1.0), t)
+    assert (shift_timesteps(t[1:-1], 3.0) > t[1:-1]).all()  # shift > 1 adds noise
+
+
+def test_timestep_densities_and_reproducibility():
+    n = 20000
+    t = sample_timesteps(n, DiffusionConfig(), torch.Generator().manual_seed(0))
+    assert t.shape == (n,) and (t > 0).all() and (t < 1).all()
+    assert abs(t.median().item() - 0.5) < 0.02
+    # logit-normal concentrates on the middle: much less mass near the ends than uniform's 10 %
+    assert ((t < 0.05) | (t > 0.95)).float().mean() < 0.02
+    u = sample_timesteps(n, DiffusionConfig(timestep_sampling="uniform"), torch.Generator().manual_seed(0))
+    assert u.min() < 0.001 and u.max() > 0.999
+    assert torch.histc(u, bins=10, min=0, max=1).div(n).sub(0.1).abs().max() < 0.015
+    shifted = sample_timesteps(n, DiffusionConfig(shift=3.0), torch.Generator().manual_seed(0))
+    assert shifted.median() > 0.7  # shift 3 maps the median 0.5 to 0.75
+    again = sample_timesteps(n, DiffusionConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(t, again)
+    with pytest.raises(ValueError, match="logit_normal"):
+        sample_timesteps(2, DiffusionConfig(timestep_sampling="cosine"))
+
+
+def test_loss_is_per_sample_mse_and_mask_ignores_given_frames():
+    x0, noise = data_and_noise()
+    t = torch.tensor([0.2, 0.7])
+    target = velocity_target(x0, noise)
+    per_sample = loss(lambda x_t, t: target + 1.0, x0, t, noise)
+    torch.testing.assert_close(per_sample, torch.ones(2))
+    assert torch.equal(loss(lambda x_t, t: target, x0, t, noise), torch.zeros(2))
+
+    frame_mask = torch.tensor([[False, True, True, True], [False, False, True, True]])  # True = generated
+    t_frames = torch.where(frame_mask, t[:, None], 0.0)  # (B, f): given frames clean
+    error = torch.randn(SHAPE)
+
+    def predict(garbage):
+        def velocity_fn(x_t, t):
+            out = target + error
+            return torch.where(frame_mask[:, None, :, None, None], out, garbage)
+        return velocity_fn
+
+    a = loss(predict(0.0), x0, t_frames, noise, frame_mask)
+    b = loss(predict(1e3), x0, t_frames, noise, frame_mask)
+    torch.testing.assert_close(a, b)  # predictions on given frames do not matter
+    expected = torch.stack([error[i][:, frame_mask[i]].square().mean() for i in range(2)])
+    torch.testing.assert_close(a, expected)  # mean over the generated elements only
+    all_given = loss(predict(0.0), x0, torch.zeros(2, 4), noise, torch.zeros(2, 4, dtype=torch.bool))
+    assert torch.equal(all_given, torch.zeros(2))  # nothing to learn: 0, not NaN
+
+
+def test_loss_per_bin():
+    t = torch.tensor([0.05, 0.3, 0.4, 1.0])
+    sums, counts = loss_per_bin(t, torch.tensor([1.0, 2.0, 3.0, 4.0]), bins=4)
+    assert torch.equal(counts, torch.tensor([1.0, 2.0, 0.0, 1.0]))
+    assert torch.equal(sums, torch.tensor([1.0, 5.0, 0.0, 4.0]))
+    sums, counts = loss_per_bin(torch.tensor([[0.0, 0.6], [0.0, 0.1]]), torch.tensor([1.0, 2.0]), bins=2)
+    assert torch.equal(counts, torch.tensor([1.0, 1.0]))  # binned by the generated frame's t
+
+
+def test_given_frames_held_exactly():
+    x0, noise = data_and_noise()
+    given_frames = torch.tensor([[True, False, False, False], [True, True, False, False]])  # (B, f)
+    given_latents = torch.randn(SHAPE)
+    seen_t = []
+
+    def velocity_fn(x_t, t):
+        seen_t.append(t.clone())
+        held = given_frames[:, None, :, None, None]
+        for rows in x_t.chunk(2):  # conditioned and unconditional rows both see the exact given frames
+            assert torch.equal(torch.where(held, rows, 0), torch.where(held, given_latents, 0))
+        return torch.randn(x_t.shape)  # anything: the given frames must still come out exact
+
+    out = sample(velocity_fn, noise, steps=5, guidance_scale=3.0, given_latents=given_latents,
+                 given_frames=given_frames)
+    held = given_frames[:, None, :, None, None]
+    assert torch.equal(torch.where(held, out, 0), torch.where(held, given_latents, 0))
+    assert seen_t[0].shape == (4, 4)  # (2B, f) with guidance
+    assert (seen_t[0][:2][given_frames] == 0).all() and (seen_t[0][:2][~given_frames] == 1).all()
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    def velocity_fn(x_t, t):
+        return 0.5 * x_t
+
+    a = sample(velocity_fn, torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)), steps=4)
+    b = sample(velocity_fn, torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)), steps=4)
+    assert torch.equal(a, b)
