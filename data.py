@@ -634,7 +634,7 @@ def save_video(path, frames, fps=8):
 def _parse_flag(kind):
     if kind is bool:
         return lambda s: s.lower() in ("1", "true", "yes", "on")
-    if kind is tuple:  # e.g. --channel-mult 1,2,4
+    if kind is tuple:  # e.g. --vae-channel-mults 1,2,4
         return lambda s: tuple(int(v) for v in s.split(",") if v)
     return kind
 
@@ -643,9 +643,9 @@ def add_config_flags(parser, config_class, prefix=""):
     """One --flag per dataclass field, typed by its default; `prefix` keeps two configs' flags apart."""
     for f in fields(config_class):
         default = f.default if f.default is not MISSING else f.default_factory()
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", type=_parse_flag(type(default)),
-                            default=default, dest=f"{prefix.replace('-', '_')}{f.name}", help=f"(default: {shown})")
+        switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # "--resume" alone means true
+        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", type=_parse_flag(type(default)), **switch,
+                            default=default, dest=f"{prefix.replace('-', '_')}{f.name}", help="(default: %(default)s)")
 
 
 def config_from_args(config_class, args, prefix=""):

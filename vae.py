@@ -397,8 +397,10 @@ class VideoVAE(nn.Module):
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The VAE objective: (total, reconstruction_mse, kl_per_pixel), three scalars to log.
 
-        The KL is in nats per video spread over its pixels (C*F*H*W), which is LDM's weighting against a
-        per-pixel reconstruction loss, so kl_weight means the same at every video size.
+        Reconstruction is plain MSE: PSNR, the figure we report, is MSE on a log scale, and our grey digits on
+        black have no textures for which LDM's perceptual (LPIPS) and adversarial losses are worth a pretrained
+        network we could not download anyway. The KL is in nats per video spread over its pixels (C*F*H*W),
+        LDM's weighting against a per-pixel reconstruction loss, so kl_weight means the same at every video size.
         """
         reconstruction, posterior = self(video, generator)
         reconstruction_mse = (reconstruction.float() - video.float()).pow(2).mean()

@@ -1,0 +1,124 @@
+"""End to end on the CPU with tiny models: train.py (both stages, resume, refusals) and sample.py (sizes, image,
+errors). Also the small training helpers against their formulas."""
+
+import math
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+import sample
+import train
+
+TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "--digit-size", "16",
+        "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
+        "--vae-batch-size", "2", "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2",
+        "--text-dim", "32", "--text-depth", "1", "--text-heads", "2", "--dit-batch-size", "4", "--latent-cache", "8",
+        "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out_dir = str(tmp_path_factory.mktemp("run"))
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "3"])
+    return out_dir
+
+
+def test_train_writes_checkpoints_samples_and_logs(trained):
+    vae_checkpoint = torch.load(f"{trained}/vae.pt", weights_only=True)
+    dit_checkpoint = torch.load(f"{trained}/dit.pt", weights_only=True)
+    assert vae_checkpoint["step"] == 3 and dit_checkpoint["step"] == 3
+    assert vae_checkpoint["latent_scale"] > 0 and "val_psnr" in vae_checkpoint["metrics"]
+    assert vae_checkpoint["model"]["latent_scale"] == pytest.approx(vae_checkpoint["latent_scale"])
+    assert set(dit_checkpoint["ema"]) == {"dit", "text_encoder"}
+    assert dit_checkpoint["config"]["dit"]["latent_channels"] == vae_checkpoint["config"]["vae"]["latent_channels"]
+    frames = iio.imread(f"{trained}/samples.gif")
+    assert frames.shape[0] == 5
+    assert len(open(f"{trained}/samples.txt").read().splitlines()) == len(train.SAMPLE_PROMPTS)
+    log = open(f"{trained}/log.txt").read()
+    assert "ms/step" in log and "tok/s" in log and "dit loss by t" in log and "val PSNR" in log
+
+
+def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
+    gif = str(tmp_path / "v.gif")
+    sample.main(["--out-dir", trained, "--prompt", "a 3 moves left slowly", "--frames", "9", "--height", "32",
+                 "--width", "48", "--steps", "2", "--out", gif])
+    assert iio.imread(gif).shape[:3] == (9, 32, 48)
+    png = str(tmp_path / "i.png")
+    sample.main(["--out-dir", trained, "--prompt", "a 3", "--frames", "1", "--steps", "2", "--out", png])
+    assert iio.imread(png).shape[:2] == (32, 32)
+    grid = str(tmp_path / "g.gif")
+    sample.main(["--out-dir", trained, "--prompt", "a 1", "--prompt", "a 2", "--n", "2", "--steps", "2", "--out", grid])
+    assert iio.imread(grid).shape[:3] == (5, 2 * 34 + 2, 2 * 34 + 2)
+
+
+def test_sample_is_reproducible_and_guidance_one_skips_the_unconditional_pass(trained):
+    vae = sample.load_vae(trained, torch.device("cpu"))
+    text_encoder, dit, _ = sample.load_text_to_video(trained, torch.device("cpu"))
+    a = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
+    b = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
+    assert torch.equal(a, b) and a.shape == (1, 1, 5, 32, 32)
+    calls = []
+    dit.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    sample.generate(vae, text_encoder, dit, ["a 3", "a 4"], 5, 32, 32, steps=2, guidance_scale=1.0)
+    assert calls == [2, 2]  # no doubled (unconditional) batch at scale 1
+
+
+def test_sample_errors_say_what_to_do(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="train one with"):
+        sample.main(["--out-dir", str(tmp_path), "--prompt", "a 3"])
+    with pytest.raises(ValueError, match="frames must be 1 \\+ 4k .* got 6; try 5"):
+        sample.main(["--out-dir", trained, "--prompt", "a 3", "--frames", "6"])
+    with pytest.raises(ValueError, match="height must be a multiple of 8"):
+        sample.main(["--out-dir", trained, "--prompt", "a 3", "--height", "36"])
+    with pytest.raises(ValueError, match="printable ASCII"):
+        sample.main(["--out-dir", trained, "--prompt", "a 3 moves to the café"])
+    (tmp_path / "vae.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        sample.load_vae(str(tmp_path), torch.device("cpu"))
+
+
+def test_resume_continues_and_refusals_keep_checkpoints(tmp_path):
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "2"])
+    before = torch.load(f"{out_dir}/vae.pt", weights_only=True)
+    train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "2"])  # trained: skipped, untouched
+    assert torch.equal(torch.load(f"{out_dir}/vae.pt", weights_only=True)["model"]["encoder.conv_in.conv.weight"],
+                       before["model"]["encoder.conv_in.conv.weight"])
+    with pytest.raises(ValueError, match="unfinished .* pass --resume"):
+        train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "4"])
+    with pytest.raises(ValueError, match="another vae config .*base_channels"):
+        train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "4", "--resume",
+                           "--vae-base-channels", "8"])
+    train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "4", "--resume"])
+    assert torch.load(f"{out_dir}/vae.pt", weights_only=True)["step"] == 4
+
+
+def test_dit_stage_trains_the_vae_first_when_missing(tmp_path):
+    train.main(TINY + ["--out-dir", str(tmp_path), "--stage", "dit", "--steps", "1"])
+    assert (tmp_path / "vae.pt").exists() and (tmp_path / "dit.pt").exists()
+
+
+def test_every_config_field_is_a_flag_and_presets_apply():
+    configs = train.parse_args(["--preset", "laptop", "--dit-depth", "3", "--vae-channel-mults", "1,2,2",
+                                "--guidance-scale", "2.5"])
+    assert configs["world"].height == 64 and configs["dit"].dim == 384  # from the preset
+    assert configs["dit"].depth == 3 and configs["vae"].channel_mults == (1, 2, 2)  # explicit flags win
+    assert configs["diffusion"].guidance_scale == 2.5
+    with pytest.raises(SystemExit):
+        train.parse_args(["--stage", "everything"])
+
+
+def test_helpers_match_their_formulas():
+    assert train.lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert train.lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert train.lr_at(100, 1.0, 10, 100) == pytest.approx(0.1)
+    assert train.psnr(4.0 * 10 ** -3) == pytest.approx(30.0)  # MSE 1e-3 on the [0, 1] scale
+    videos = torch.arange(2 * 3 * 4).float().view(2, 1, 3, 2, 2)
+    images = train.as_images(videos)
+    assert images.shape == (6, 1, 1, 2, 2) and torch.equal(images[4, 0, 0], videos[1, 0, 1])
+    ema, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = 0.9 * ema.weight.detach() + 0.1 * model.weight.detach()
+    train.update_ema(ema, model, 0.9)
+    assert torch.allclose(ema.weight, expected)
+    assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])

@@ -1,0 +1,504 @@
+"""Train nanosora in two stages, as Sora is built: the video compression network, then the diffusion transformer.
+
+Stage `vae`: a causal 3D conv VAE (vae.py) learns to compress moving-digit clips (data.py) in time and space,
+mixing 1-frame images with videos as Sora trains one model on both; then its latent scale is measured and its
+reconstruction PSNR reported on clips it never saw.
+Stage `dit`: with the VAE frozen, a DiT (dit.py) over spacetime latent patches and a char-level text encoder
+(text_encoder.py) learn, jointly and from scratch, to turn noise into the latent of the captioned clip
+(rectified flow, diffusion.py); at the end a grid of samples for fixed prompts is written.
+
+    python train.py                          # both stages, the preset that fits the device found
+    python train.py --stage vae --preset cpu --out-dir out --steps 300
+    python train.py --resume                 # continue the checkpoints in --out-dir
+
+Every field of TrainConfig, WorldConfig (data.py), DiffusionConfig (diffusion.py), VAEConfig (--vae-*),
+DiTConfig (--dit-*) and TextEncoderConfig (--text-*) is a flag; `--preset` picks named sizes, explicit flags win.
+(--dit-latent-channels and --dit-text-dim are set from the VAE and the text encoder.)
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import data
+import diffusion
+from dit import DiT, DiTConfig
+from sample import generate, load_checkpoint, load_vae, pick_device
+from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
+from vae import VAEConfig, VideoVAE
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "all"  # "vae", "dit", or "all" (vae, then dit; a finished stage is skipped)
+    out_dir: str = "out"  # checkpoints, logs and sample GIFs
+    resume: bool = False  # continue the checkpoints in out_dir
+    seed: int = 0
+    device: str = ""  # "" = cuda, else mps, else cpu
+    num_workers: int = 0  # DataLoader processes making clips (0: in the training process)
+    compile: bool = False  # torch.compile the models' training step
+    steps: int = 0  # if > 0, overrides vae_steps and dit_steps (handy for quick runs)
+    grad_clip: float = 1.0
+    log_every: int = 25
+    sample_every: int = 500  # write a GIF: reconstructions (vae) or samples for fixed prompts (dit)
+    ckpt_every: int = 500
+    # stage vae
+    vae_steps: int = 600
+    vae_batch_size: int = 8  # clips per step
+    vae_lr: float = 2e-3
+    vae_warmup: int = 50  # steps of linear warm-up, then cosine decay to 10%
+    image_prob: float = 0.25  # share of steps that train on images (every frame of the batch as a 1-frame clip)
+    vae_eval_clips: int = 64  # unseen val clips for the final PSNR
+    # stage dit
+    dit_steps: int = 3000
+    dit_batch_size: int = 32
+    dit_lr: float = 1e-3
+    dit_warmup: int = 100
+    dit_weight_decay: float = 0.0
+    ema_decay: float = 0.999  # EMA of the DiT and text-encoder weights, used for sampling
+    caption_dropout: float = 0.1  # share of captions replaced by "" so classifier-free guidance has an unconditional model
+    dit_image_prob: float = 0.1  # share of steps on images (the first latent frame: the causal VAE's image latent)
+    latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
+    bin_every: int = 250  # log the loss per timestep bin
+
+
+# Named sizes: each overrides defaults of TrainConfig, WorldConfig and DiffusionConfig (no prefix) and of
+# VAEConfig / DiTConfig / TextEncoderConfig (prefixes vae_, dit_, text_).
+PRESETS = {
+    # A 2-core CPU: one 16-pixel digit on a 32x32 canvas, 9 frames -> latent (4, 3, 8, 8), 48 tokens.
+    "cpu": dict(height=32, width=32, frames=9, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
+                vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2500, vae_batch_size=4, vae_lr=2e-3,
+                dit_dim=128, dit_depth=4, dit_heads=4, text_dim=128, text_depth=2, text_heads=4,
+                dit_steps=4000, dit_batch_size=32, dit_lr=1e-3, ema_decay=0.995, latent_cache=8192),
+    # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens.
+    "laptop": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=2,
+                   vae_base_channels=64, vae_channel_mults=(1, 2, 4), vae_steps=20000, vae_batch_size=16,
+                   vae_lr=5e-4, vae_warmup=500, vae_eval_clips=512,
+                   dit_dim=384, dit_depth=12, dit_heads=6, text_dim=256, text_depth=4, text_heads=4,
+                   dit_steps=50000, dit_batch_size=64, dit_lr=3e-4, dit_warmup=1000, ema_decay=0.9999,
+                   num_workers=4, log_every=100, sample_every=5000, ckpt_every=2000, bin_every=1000),
+    # A large GPU: up to three digits, a wider VAE and a DiT-B-sized transformer with bigger batches.
+    "large": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=3,
+                  vae_base_channels=128, vae_channel_mults=(1, 2, 4), vae_steps=40000, vae_batch_size=32,
+                  vae_lr=4e-4, vae_warmup=1000, vae_eval_clips=512,
+                  dit_dim=768, dit_depth=12, dit_heads=12, text_dim=384, text_depth=6, text_heads=6,
+                  dit_steps=100000, dit_batch_size=128, dit_lr=2e-4, dit_warmup=2000, ema_decay=0.9999,
+                  num_workers=8, log_every=100, sample_every=10000, ckpt_every=5000, bin_every=1000),
+}
+
+# Fixed prompts for the sample grids written while training: every digit, every direction, both speeds, a
+# still digit, and two pairs held out of training ((3, right) and (8, left), see data.HOLDOUT_PAIRS).
+SAMPLE_PROMPTS = [
+    "A 0 moves right slowly, never touching a wall.", "The digit 1 moves up quickly and bounces off a wall.",
+    "A 2 moves left quickly and bounces off a wall.", "A 3 moves right slowly, never touching a wall.",
+    "The digit 4 moves down slowly, never touching a wall.", "A 5 moves up and to the left quickly, hitting a wall.",
+    "The digit 6 moves down and to the right slowly, never touching a wall.", "A 7 moves down quickly, hitting a wall.",
+    "An 8 moves left slowly, never touching a wall.", "The digit 9 stays still.",
+]
+TWO_DIGIT_PROMPTS = ["A 4 moves right slowly, never touching a wall, and a 7 moves down quickly, hitting a wall.",
+                     "The digit 2 stays still, while a 5 moves left quickly and bounces off a wall."]
+
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for MFU; other GPUs print no MFU.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def lr_at(step, base_lr, warmup, total):
+    """Linear warm-up (Adam's first steps are noisy), then cosine decay to 10% of base_lr."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def psnr(mse):
+    """PSNR in dB of videos in [-1, 1], on the usual [0, 1] scale (a [-1, 1] MSE is 4x the [0, 1] one)."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay):
+    for ema_param, param in zip(ema_model.parameters(), model.parameters()):
+        ema_param.lerp_(param, 1 - decay)
+
+
+def save_checkpoint(path, checkpoint):
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never half a file."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def log(out_dir, line):
+    tqdm.write(line)
+    with open(os.path.join(out_dir, "log.txt"), "a") as f:
+        f.write(line + "\n")
+
+
+def existing_checkpoint(path, steps, train, configs):
+    """The checkpoint to resume, or None to start afresh, or "done" if it is already trained. Never overwrites
+    a user's checkpoint by accident, and refuses to resume one of other sizes (its weights would not fit)."""
+    if not os.path.exists(path):
+        if train.resume:
+            print(f"--resume: no {path} yet, starting afresh")
+        return None
+    checkpoint = load_checkpoint(path)
+    for name, config in configs.items():
+        saved = checkpoint["config"][name]
+        diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items() if saved.get(k) != v]
+        if diff:
+            raise ValueError(f"{path} was trained with another {name} config ({'; '.join(diff)}); use the same "
+                             "flags and preset as then, or another --out-dir to train afresh")
+    if train.resume:
+        return checkpoint
+    if checkpoint["step"] >= steps:
+        return "done"
+    raise ValueError(f"{path} exists and is unfinished ({checkpoint['step']} of {steps} steps): pass --resume "
+                     "to continue it, or use another --out-dir to start afresh")
+
+
+def clip_batches(world, seed, batch_size, start_step, num_workers):
+    """Training batches for steps start_step, start_step + 1, ...: clip i of the stream is always the same clip,
+    so a resumed run continues the stream where it stopped."""
+    dataset = data.MovingDigits(world, "train", seed=seed)
+    sampler = range(start_step * batch_size, 10**12)
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
+                                            num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                                            persistent_workers=num_workers > 0))
+
+
+def as_images(videos):
+    """(B, C, F, H, W) -> (B*F, C, 1, H, W): every frame of a batch of videos as a 1-frame clip."""
+    B, C, F, H, W = videos.shape
+    return videos.transpose(1, 2).reshape(B * F, C, 1, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage 1: the video compression network
+
+
+@torch.no_grad()
+def evaluate_vae(vae, world, device, clips, seed=1, batch_size=16):
+    """Mean per-clip PSNR (dB) of reconstructions (posterior mean) of `clips` unseen val clips."""
+    vae.eval()
+    dataset = data.MovingDigits(world, "val", seed=seed)
+    scores = []
+    for start in range(0, clips, batch_size):
+        video = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])["video"].to(device)
+        reconstruction = vae.decode(vae.encode(video).mode()).float().clamp(-1, 1)
+        scores += [psnr(m) for m in (reconstruction - video).pow(2).mean(dim=(1, 2, 3, 4)).tolist()]
+    return float(np.mean(scores))
+
+
+@torch.no_grad()
+def measure_latent_scale(vae, world, device, clips=64, seed=2):
+    """1 / std of the posterior means of training clips, so the diffusion model sees unit-variance latents."""
+    vae.eval()
+    dataset = data.MovingDigits(world, "train", seed=seed)
+    video = data.collate([dataset[i] for i in range(clips)])["video"].to(device)
+    latents = torch.cat([vae.encode(chunk).mode().float() for chunk in video.split(16)])  # (clips, c, f, h, w)
+    return 1.0 / latents.std().item()
+
+
+@torch.no_grad()
+def write_reconstructions(vae, world, device, path, clips=8):
+    """A GIF of unseen val clips, each shown as input | reconstruction."""
+    vae.eval()
+    dataset = data.MovingDigits(world, "val", seed=3)
+    video = data.collate([dataset[i] for i in range(clips)])["video"].to(device)
+    reconstruction = vae.decode(vae.encode(video).mode()).float().clamp(-1, 1)
+    pairs = torch.stack([video, reconstruction], dim=1).flatten(0, 1)  # (2*clips, 1, F, H, W): input, recon, ...
+    data.save_video(path, data.video_grid(pairs, columns=4))
+
+
+def train_vae(train, world, vae_config, device):
+    path, steps = os.path.join(train.out_dir, "vae.pt"), train.steps or train.vae_steps
+    checkpoint = existing_checkpoint(path, steps, train, {"vae": vae_config, "world": world})
+    if checkpoint == "done":
+        log(train.out_dir, f"{path} is trained: skipping stage vae (--resume --vae-steps N trains it further)")
+        return
+
+    # ---- model and optimizer
+    torch.manual_seed(train.seed)
+    vae = VideoVAE(vae_config).to(device)
+    vae.check_video_shape(world.frames, world.height, world.width)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start_step = 0
+    if checkpoint is not None:
+        vae.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_step = checkpoint["step"]
+        log(train.out_dir, f"resuming {path} at step {start_step}")
+    loss_fn = torch.compile(vae.loss) if train.compile else vae.loss
+    latent = vae.latent_shape(world.frames, world.height, world.width)
+    log(train.out_dir, f"stage vae on {device}: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
+                       f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
+                       f"{train.vae_batch_size} clips")
+
+    def save(step, metrics):
+        save_checkpoint(path, {"config": {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)},
+                               "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                               "latent_scale": float(vae.latent_scale), "metrics": metrics})
+
+    # ---- the loop
+    batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
+    image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
+    vae.train()
+    tick, window = time.perf_counter(), []
+    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
+        video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1]
+        if image_steps[step]:
+            video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, mse, kl = loss_fn(video)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
+        optimizer.step()
+        window.append((loss.item(), mse.item(), kl.item(), grad_norm.item()))
+
+        if (step + 1) % train.log_every == 0 or step + 1 == steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - tick
+            loss_mean, mse_mean, kl_mean, grad_mean = np.mean(window, axis=0)
+            log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
+                               f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
+                               f" | {1000 * elapsed / len(window):.0f} ms/step | "
+                               f"{train.vae_batch_size * len(window) / elapsed:.1f} clips/s")
+            tick, window = time.perf_counter(), []
+        if (step + 1) % train.sample_every == 0:
+            write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
+            vae.train()
+        if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
+            save(step + 1, {})
+
+    # ---- after training: the latent scale, the PSNR on unseen clips, the final checkpoint
+    vae.latent_scale.fill_(measure_latent_scale(vae, world, device))
+    metrics = {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips),
+               "latent_scale": float(vae.latent_scale)}
+    write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
+    save(steps, metrics)
+    with open(os.path.join(train.out_dir, "vae_metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    log(train.out_dir, f"vae done: val PSNR {metrics['val_psnr']:.2f} dB on {train.vae_eval_clips} unseen clips, "
+                       f"latent scale {metrics['latent_scale']:.4f}; saved {path}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage 2: the diffusion transformer and the text encoder
+
+
+@torch.no_grad()
+def encode_clips(vae, world, seed, clips, device, batch_size=64):
+    """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream."""
+    dataset = data.MovingDigits(world, "train", seed=seed)
+    latents, captions = [], []
+    for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False):
+        batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            latents.append(vae.encode_latents(batch["video"].to(device)).float())
+        captions += batch["caption"]
+    return torch.cat(latents), captions
+
+
+def sample_prompts(world):
+    return SAMPLE_PROMPTS + (TWO_DIGIT_PROMPTS if world.max_digits >= 2 else [])
+
+
+def write_samples(vae, text_encoder, dit, world, diffusion_config, path, seed=0):
+    """A GIF with one sample per fixed prompt (EMA weights), and the prompts beside it in a .txt."""
+    prompts = sample_prompts(world)
+    videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width,
+                      diffusion_config.sample_steps, diffusion_config.guidance_scale, diffusion_config.shift, seed)
+    data.save_video(path, data.video_grid(videos, columns=4))
+    with open(os.path.splitext(path)[0] + ".txt", "w") as f:
+        f.write("".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
+
+
+def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
+    out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
+    if not os.path.exists(os.path.join(out_dir, "vae.pt")):
+        log(out_dir, f"no VAE in {out_dir}: training it first")
+        train_vae(train, world, vae_config, device)
+    vae = load_vae(out_dir, device)
+    vae.check_video_shape(world.frames, world.height, world.width)
+    # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
+    dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
+    configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
+    checkpoint = existing_checkpoint(path, steps, train, configs)
+    if checkpoint == "done":
+        log(out_dir, f"{path} is trained: skipping stage dit (--resume --dit-steps N trains it further)")
+        return
+
+    # ---- models, EMA copies and optimizer
+    torch.manual_seed(train.seed)
+    text_encoder, dit = TextEncoder(text_config).to(device), DiT(dit_config).to(device)
+    ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
+    ema_dit = copy.deepcopy(dit).requires_grad_(False).eval()
+    params = list(dit.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
+    start_step = 0
+    if checkpoint is not None:
+        for module, state in ((dit, checkpoint["model"]["dit"]), (text_encoder, checkpoint["model"]["text_encoder"]),
+                              (ema_dit, checkpoint["ema"]["dit"]), (ema_text_encoder, checkpoint["ema"]["text_encoder"])):
+            module.load_state_dict(state)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_step = checkpoint["step"]
+        log(out_dir, f"resuming {path} at step {start_step}")
+
+    latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
+    tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit_config.patch_size))
+    log(out_dir, f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
+                 f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M parameters, latent {latent_shape}, "
+                 f"{tokens_per_clip} tokens per clip, {steps} steps of {train.dit_batch_size} clips")
+
+    def velocity_loss(latents, t, noise, captions):
+        text, mask, pooled = text_encoder.encode(captions)  # (B, S, E), (B, S), (B, E)
+        velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
+        return diffusion.loss(velocity_fn, latents, t, noise)  # (B,)
+
+    loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
+
+    # ---- where the latents come from: a cache made once, or the VAE encoding fresh clips every step
+    if train.latent_cache:
+        cached_latents, cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device)
+        log(out_dir, f"latent cache: {len(cached_captions)} clips, latents {tuple(cached_latents.shape)}")
+    else:
+        batches = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
+    generator = torch.Generator().manual_seed(train.seed + start_step)  # caption dropout, timesteps, noise
+    image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob
+
+    def next_batch(step):
+        if train.latent_cache:
+            index = torch.randint(len(cached_captions), (train.dit_batch_size,), generator=generator)
+            latents, captions = cached_latents[index].to(device), [cached_captions[i] for i in index]
+            return (latents[:, :, :1] if image_steps[step] else latents), captions
+        batch = next(batches)
+        video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
+        if image_steps[step]:
+            video = video[:, :, :1]  # causal VAE: frame 0 alone encodes to exactly the first latent frame
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            return vae.encode_latents(video).float(), batch["caption"]
+
+    def save(step, metrics):
+        save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
+                               "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
+                               "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
+                               "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics})
+
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name()), None) \
+        if device.type == "cuda" else None
+    # Training FLOPs per video token: forward + backward = 3x forward, captions of ~160 characters. The text
+    # encoder's own FLOPs are left out, so the MFU printed is a slight underestimate.
+    train_flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
+
+    # ---- the loop
+    dit.train(), text_encoder.train()
+    tick, window, tokens_seen = time.perf_counter(), [], 0
+    bin_sums, bin_counts = torch.zeros(4), torch.zeros(4)
+    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
+        latents, captions = next_batch(step)  # (B, c, f, h, w), B captions
+        captions = drop_captions(captions, train.caption_dropout, generator)
+        t = diffusion.sample_timesteps(len(captions), diffusion_config, generator, device)  # (B,)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            per_sample_loss = loss_fn(latents, t, noise, captions)  # (B,)
+        loss = per_sample_loss.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
+        optimizer.step()
+        # Early in training the average should forget its random start quickly: warm the decay up.
+        decay = min(train.ema_decay, (1 + step) / (10 + step))
+        update_ema(ema_dit, dit, decay)
+        update_ema(ema_text_encoder, text_encoder, decay)
+        sums, counts = diffusion.loss_per_bin(t.cpu(), per_sample_loss.detach().cpu())
+        bin_sums, bin_counts = bin_sums + sums, bin_counts + counts
+        window.append((loss.item(), grad_norm.item()))
+        tokens_seen += latents[0, 0].numel() // math.prod(dit_config.patch_size) * latents.shape[0]  # B * L
+
+        if (step + 1) % train.log_every == 0 or step + 1 == steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - tick
+            loss_mean, grad_mean = np.mean(window, axis=0)
+            line = (f"dit step {step + 1:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | "
+                    f"lr {optimizer.param_groups[0]['lr']:.2e} | {1000 * elapsed / len(window):.0f} ms/step | "
+                    f"{train.dit_batch_size * len(window) / elapsed:.1f} clips/s | {tokens_seen / elapsed:,.0f} tok/s")
+            if peak:
+                line += f" | MFU {100 * train_flops_per_token * tokens_seen / elapsed / peak:.1f}%"
+            log(out_dir, line)
+            tick, window, tokens_seen = time.perf_counter(), [], 0
+        if (step + 1) % train.bin_every == 0 or step + 1 == steps:
+            means = (bin_sums / bin_counts.clamp(min=1)).tolist()
+            log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m:.4f}"
+                                                       for i, m in enumerate(means)))
+            bin_sums, bin_counts = torch.zeros(4), torch.zeros(4)
+        if (step + 1) % train.sample_every == 0 and step + 1 < steps:
+            write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
+                          os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
+        if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
+            save(step + 1, {})
+
+    save(steps, {})
+    write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
+    log(out_dir, f"dit done: saved {path}; samples for {len(sample_prompts(world))} fixed prompts in "
+                 f"{os.path.join(out_dir, 'samples.gif')} (prompts in samples.txt)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv=None):
+    """All configs from flags, with the preset's values as defaults (the preset for this machine if none)."""
+    default_preset = "cpu" if pick_device().type == "cpu" else "laptop"
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
+    preset = pre.parse_known_args(argv)[0].preset
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
+                        help=f"named sizes (default on this machine: {default_preset})")
+    groups = {"train": (TrainConfig, ""), "world": (data.WorldConfig, ""),
+              "diffusion": (diffusion.DiffusionConfig, ""), "vae": (VAEConfig, "vae-"),
+              "dit": (DiTConfig, "dit-"), "text": (TextEncoderConfig, "text-")}
+    for config_class, prefix in groups.values():
+        data.add_config_flags(parser, config_class, prefix)
+    parser.set_defaults(**PRESETS[preset])
+    args = parser.parse_args(argv)
+    configs = {name: data.config_from_args(cls, args, prefix) for name, (cls, prefix) in groups.items()}
+    if configs["train"].stage not in ("vae", "dit", "all"):
+        parser.error(f"--stage must be vae, dit or all: got {configs['train'].stage!r}")
+    return configs
+
+
+def main(argv=None):
+    configs = parse_args(argv)
+    train = configs["train"]
+    device = pick_device(train.device)
+    os.makedirs(train.out_dir, exist_ok=True)
+    started = time.perf_counter()
+    if train.stage in ("vae", "all"):
+        train_vae(train, configs["world"], configs["vae"], device)
+    if train.stage in ("dit", "all"):
+        train_dit(train, configs["world"], configs["vae"], configs["dit"], configs["text"], configs["diffusion"], device)
+    log(train.out_dir, f"train.py finished in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
