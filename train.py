@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import data
 import diffusion
+import evaluate
 from dit import DiT, DiTConfig
 from sample import generate, load_checkpoint, load_vae, pick_device
 from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
@@ -68,6 +69,7 @@ class TrainConfig:
     dit_image_prob: float = 0.1  # share of steps on images (the first latent frame: the causal VAE's image latent)
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
+    eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
 
 
 # Named sizes: each overrides defaults of TrainConfig, WorldConfig and DiffusionConfig (no prefix) and of
@@ -497,6 +499,10 @@ def main(argv=None):
         train_vae(train, configs["world"], configs["vae"], device)
     if train.stage in ("dit", "all"):
         train_dit(train, configs["world"], configs["vae"], configs["dit"], configs["text"], configs["diffusion"], device)
+        if train.eval_clips:
+            # What the run achieved, in the world's own terms: identity, motion, count, persistence, physics, FVD.
+            evaluate.evaluate_checkpoints(train.out_dir, train.eval_clips, device, seed=train.seed,
+                                          json_path=os.path.join(train.out_dir, "eval.json"))
     log(train.out_dir, f"train.py finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

@@ -14,7 +14,7 @@ TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
         "--vae-batch-size", "2", "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2",
         "--text-dim", "32", "--text-depth", "1", "--text-heads", "2", "--dit-batch-size", "4", "--latent-cache", "8",
-        "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000"]
+        "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000", "--eval-clips", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,899 @@
+"""Evaluate nanosora against the rules of its world: are the digits, motions and physics of a video what was asked?
+
+Sora's report ("Video generation models as world simulators", 2024) shows "emerging simulation capabilities"
+(object permanence, long-range coherence) and, in its Discussion, the failures that remain: objects that appear
+or vanish, left/right confusions, physics that breaks. On real footage those are judged by eye. In the moving-
+digits world (data.py) every rule is known, so each failure becomes a number:
+
+- a digit classifier, trained on the world's glyphs, names each digit it is shown;
+- a tracker finds the digits in every frame (connected pieces of ink) and links them over time, carrying a digit
+  through the frames where it overlaps another;
+- per video, then averaged over prompts from the training distribution (`val`) and over held-out (digit,
+  direction) pairs (`holdout`): identity, motion (direction and speed), count (nothing appears or vanishes),
+  persistence (no morphing) and physics (constant velocity, elastic bounces at the walls);
+- an FVD-style Frechet distance (FVD: Unterthiner et al., arXiv:1812.01717; FID: Heusel et al., arXiv:1706.08500)
+  on the features of a tiny video encoder trained on this world instead of I3D: comparable only within this
+  world, with a floor set by real clips against real clips.
+
+Every metric is calibrated: real clips score near the ceiling and a corruption aimed at it makes it fall
+(`--calibrate` prints that table; tests/test_evaluate.py checks it).
+
+    python evaluate.py --out-dir out --n 100 --json out/eval.json   # sample 100 clips per split, score them
+    python evaluate.py --out-dir out --videos clips/                 # score GIFs on disk (format: --help)
+    python evaluate.py --out-dir out --calibrate                     # the calibration table, in markdown
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+
+
+@dataclass
+class EvalConfig:
+    threshold: float = 0.3  # a pixel is ink above this (on [0, 1]); the world's strokes stay connected at 0.3
+    min_blob_mass: float = 0.02  # ink below this * digit_size^2 is a speck, not a digit (a digit holds ~0.11)
+    physics_tolerance: float = 0.1  # a path obeys the physics if it stays within this * digit_size pixels of one
+    classifier_steps: int = 1000  # training steps of the digit classifier (128 glyphs each)
+    encoder_steps: int = 1000  # training steps of the FVD video encoder (16 clips each)
+    batch_size: int = 16  # clips per call to the sampler
+    seed: int = 0  # the evaluation networks' training, and which clips are drawn (and their sampling noise)
+
+
+# The metrics of one video; each is then averaged over the videos of a split. An asked digit is paired with the
+# track that agrees with it best (video_metrics); a track is "seen" in frames where it is a blob of its own.
+METRICS = (
+    "identity",  # share of the asked digits whose track is classified, by majority over its seen frames, as asked
+    "identity_all",  # 1 if every asked digit is identified, else 0
+    "direction",  # share of the asked digits whose track starts moving the asked way (or is still, if asked)
+    "speed",  # share of the asked moving digits whose track's speed class is the asked one
+    "motion",  # share of the asked digits with direction and speed both right
+    "first_digit",  # 1 if the first digit asked (in `holdout`, the held-out pair) is identified and moves as asked
+    "count",  # share of frames that show exactly as many digits as asked: nothing appears or vanishes
+    "persistence",  # mean over tracks of the share of their seen frames showing their majority class: no morphing
+    "physics",  # share of tracks whose seen centres lie within physics_tolerance * digit_size of a world path
+)
+MOTIONS = tuple(data.DIRECTIONS) + (data.STILL,)  # what a direction judgement can say
+
+
+def as_frames(videos):
+    """Any batch of videos -> float (B, F, H, W) in [0, 1]. Takes uint8 (B, F, H, W) or (F, H, W) as data.py makes
+    them, or float (B, 1, F, H, W) in [-1, 1] as data.collate and sample.generate return them."""
+    videos = torch.as_tensor(videos)
+    if videos.dtype == torch.uint8:
+        frames = videos.float() / 255
+        return frames[None] if frames.dim() == 3 else frames
+    if videos.dim() != 5 or videos.shape[1] != 1:
+        raise ValueError(f"expected uint8 (B, F, H, W) or float (B, 1, F, H, W) videos: got {videos.dtype} "
+                         f"{tuple(videos.shape)}")
+    return (videos[:, 0].float().clamp(-1, 1) + 1) / 2
+
+
+def cut_out(images, threshold):
+    """The ink above the threshold: what the tracker hands the classifier, so it is also what the classifier
+    learns from (the faint anti-aliased fringe below the threshold is not part of a blob)."""
+    return images * (images > threshold)
+
+
+def cached_network(path, key, build, train):
+    """(model, info): `build()` with the weights from the cache at `path` if it was made for `key` (the settings
+    the network depends on, seed included), else `train(model) -> info` and the cache (re)written, atomically.
+    A cache is a shortcut, never an error: an unreadable or outdated one is retrained."""
+    with torch.random.fork_rng(devices=[]):  # the same initial weights every time, the caller's RNG untouched
+        torch.manual_seed(key["seed"])
+        model = build()
+    if os.path.isfile(path):
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved["key"] == key:
+                model.load_state_dict(saved["model"])
+                return model.eval(), saved["info"]
+            print(f"{path} was made for other settings; retraining it")
+        except Exception as e:
+            print(f"{path} is unreadable ({type(e).__name__}: {e}); retraining it")
+    info = train(model)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({"key": key, "model": model.state_dict(), "info": info}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return model.eval(), info
+
+
+def cosine_lr(step, steps, base=2e-3):
+    """Cosine decay from base to 0: the evaluation networks train for a fixed, short budget."""
+    return base * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The digit classifier: a crop of one digit -> which digit it is
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN: digit crops (B, 1, s, s) in [0, 1] -> logits (B, 10), for any digit size s >= 8."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4))  # a 4x4 grid at every digit size: where the strokes are tells a 6 from a 9
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, crops):  # (B, 1, s, s)
+        return self.head(self.features(crops))  # (B, 10)
+
+
+@torch.no_grad()
+def classify(classifier, crops, batch_size=2048):
+    """crops (N, s, s) in [0, 1] -> the digit each shows (N,), in batches."""
+    device = next(classifier.parameters()).device
+    labels = [classifier(chunk[:, None].to(device)).argmax(-1).cpu()  # (b, 1, s, s) -> (b,)
+              for chunk in crops.split(batch_size)]
+    return torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+
+
+def digit_classifier(out_dir, world, config, device):
+    """(classifier, accuracy on held-out glyphs), cached in out_dir/eval_classifier.pt."""
+    key = {"digit_size": world.digit_size, "mnist": world.mnist, "glyphs_per_digit": world.glyphs_per_digit,
+           "glyph_seed": world.glyph_seed, "threshold": config.threshold, "steps": config.classifier_steps,
+           "seed": config.seed}
+
+    def train(model):
+        bank = data.glyph_bank(world, out_dir)
+        images = cut_out(torch.from_numpy(bank["train"][0]).float() / 255, config.threshold)  # (N, s, s)
+        labels = torch.from_numpy(bank["train"][1])
+        s = world.digit_size
+        # The tracker centres a crop on the ink's centre of mass, which sits within a pixel or so of the glyph's
+        # own centre; random shifts of up to s/8 teach the classifier not to care.
+        shift = max(1, s // 8)
+        padded = F.pad(images, (shift, shift, shift, shift))  # (N, s + 2 shift, s + 2 shift)
+        generator = torch.Generator().manual_seed(config.seed)
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+        for step in tqdm(range(config.classifier_steps), desc="training the digit classifier", leave=False):
+            optimizer.param_groups[0]["lr"] = cosine_lr(step, config.classifier_steps)
+            index = torch.randint(len(labels), (128, 1, 1), generator=generator)
+            offset = torch.randint(2 * shift + 1, (2, 128, 1, 1), generator=generator)  # a random shift per glyph
+            rows = offset[0] + torch.arange(s).view(1, s, 1)  # (128, s, 1)
+            cols = offset[1] + torch.arange(s).view(1, 1, s)  # (128, 1, s)
+            crops = padded[index, rows, cols][:, None]  # (128, 1, s, s)
+            loss = F.cross_entropy(model(crops.to(device)), labels[index.flatten()].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        test_images, test_labels, _ = bank["test"]
+        predicted = classify(model, cut_out(torch.from_numpy(test_images).float() / 255, config.threshold))
+        return {"accuracy": (predicted == torch.from_numpy(test_labels)).float().mean().item(),
+                "test_glyphs": len(test_labels)}
+
+    model, info = cached_network(os.path.join(out_dir, "eval_classifier.pt"), key, DigitClassifier, train)
+    return model.to(device), info["accuracy"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tracker: blobs of ink in every frame, linked over time into digits
+#
+# The world paints digits with max on black, so a digit is a connected piece of ink (a blob), and digits that
+# overlap make one blob. Linking starts at the frame where the digits are most apart and runs forwards, then
+# backwards: each digit is predicted one constant-velocity step ahead (reflected at the walls), predictions and
+# blobs are paired nearest first, and a digit left without a blob of its own stays alive, hidden, while its
+# prediction lies on a blob it shares. Only the frames where a digit is a blob of its own ("seen") are classified
+# and used to judge its motion and physics.
+
+
+@dataclass
+class Blobs:
+    """The connected pieces of ink of N frames, K blobs in all."""
+    frame: np.ndarray  # (K,) which frame each blob is in
+    centre: np.ndarray  # (K, 2) (x, y) centre of mass in pixels (pixel i spans [i, i + 1), as Scene.centers)
+    box: np.ndarray  # (K, 4) x0, y0, x1, y1: the edges of its bounding box
+    ids: torch.Tensor  # (N, H, W) long: the blob each pixel belongs to, -1 for background and specks
+
+
+def find_blobs(frames, threshold, min_mass):
+    """frames (N, H, W) in [0, 1] -> the 8-connected pieces of ink holding at least min_mass of it."""
+    N, H, W = frames.shape
+    ink = (frames > threshold).float()[:, None]  # (N, 1, H, W)
+    # Label propagation: each ink pixel starts with its own number, 1 + its index, and keeps taking the largest
+    # number among its 8 neighbours that are ink, until nothing changes; then every piece carries one number. It
+    # loops over steps, never over pixels. Pointer jumping makes the steps few: a pixel labelled L also takes the
+    # label that pixel L - 1 (where L came from, so in the same piece) has by now, which doubles how far a number
+    # travels per step. Floats, because max_pool2d has no integer kernel on the CPU; numbers up to H*W are exact.
+    labels = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, 1, H, W) * ink  # (N, 1, H, W)
+    active = torch.arange(N)  # frames still changing
+    while len(active):
+        old = labels[active]  # (A, 1, H, W)
+        grown = F.max_pool2d(old, 3, stride=1, padding=1) * ink[active]
+        source = (grown.long() - 1).clamp(min=0).flatten(1)  # (A, H*W)
+        jumped = old.flatten(1).gather(1, source).view_as(old)  # (A, 1, H, W): the label at each label's origin
+        grown = torch.maximum(grown, jumped * ink[active])
+        changed = (grown != old).flatten(1).any(1)  # (A,)
+        labels[active] = grown
+        active = active[changed]
+    # One number per (frame, piece), 0..K-1, then the sums that give each piece's mass, centre and box.
+    key = (torch.arange(N).view(N, 1, 1) * (H * W + 1) + labels[:, 0].long()).flatten()  # (N*H*W,)
+    on = key % (H * W + 1) > 0
+    keys, piece = torch.unique(key[on], return_inverse=True)  # piece: (P,) for the P ink pixels
+    weight = frames.flatten()[on].double()  # (P,)
+    pixel = torch.arange(N * H * W)[on]
+    x, y = (pixel % W).double(), (pixel // W % H).double()
+    K = len(keys)
+    mass = torch.zeros(K, dtype=torch.float64).index_add_(0, piece, weight)
+    centre = torch.stack([torch.zeros(K, dtype=torch.float64).index_add_(0, piece, weight * (c + 0.5)) / mass
+                          for c in (x, y)], 1)  # (K, 2)
+    box = torch.stack([torch.full((K,), float(fill), dtype=torch.float64).scatter_reduce(0, piece, c, reduce)
+                       for c, fill, reduce in ((x, W, "amin"), (y, H, "amin"), (x + 1, 0, "amax"),
+                                               (y + 1, 0, "amax"))], 1)  # (K, 4)
+    keep = mass >= min_mass
+    new_index = torch.full((K,), -1, dtype=torch.long)
+    new_index[keep] = torch.arange(int(keep.sum()))
+    ids = torch.full((N * H * W,), -1, dtype=torch.long)
+    ids[on] = new_index[piece]
+    return Blobs(frame=(keys[keep] // (H * W + 1)).numpy(), centre=centre[keep].numpy(), box=box[keep].numpy(),
+                 ids=ids.view(N, H, W))  # (N*H*W,) -> (N, H, W)
+
+
+@dataclass
+class Track:
+    """One digit followed through a clip of F frames."""
+    centres: np.ndarray  # (F, 2) (x, y) in pixels, NaN where the track is absent
+    blobs: np.ndarray  # (F,) the blob it lies in, -1 where absent
+    measured: np.ndarray  # (F,) alone in its blob: the centre is the blob's, not a prediction
+    velocity: np.ndarray  # (2,) pixels per frame (forwards in time), from its last two measured centres
+    last: tuple  # (frame, centre) of its last measured centre
+    seen: np.ndarray = None  # (F,) measured in a blob small enough for one digit: classified, used for physics
+    classes: np.ndarray = None  # (F,) the classifier's digit where seen, else -1
+
+    @property
+    def alive(self):
+        return self.blobs >= 0
+
+
+def bounce(centre, step, low, high):
+    """Move a centre by `step` and reflect it off the walls as the world does: (new centre, new step)."""
+    moved = centre + step
+    over, under = moved > high, moved < low
+    moved = np.where(over, 2 * high - moved, np.where(under, 2 * low - moved, moved))
+    return moved, np.where(over | under, -step, step)
+
+
+def anchor_frame(blob_counts):
+    """Where linking starts: the middle of the longest run of frames showing the most blobs. There the digits are
+    most likely apart and stay apart for a few frames, so every track has a measured velocity before it first
+    overlaps another digit (a track born into an overlap would be carried with no idea where it goes)."""
+    best, run, longest = max(blob_counts), 0, (0, 0)
+    for f, count in enumerate(blob_counts):
+        run = run + 1 if count == best else 0
+        longest = max(longest, (run, f - run // 2))
+    return longest[1]
+
+
+def link_frame(tracks, f, previous, ids, blobs, low, high, gate, margin, num_frames):
+    """Extend the tracks that are alive at frame `previous` to the neighbouring frame f (before or after it).
+
+    Predict each track one constant-velocity step (bouncing off the walls); give each the nearest blob within
+    `gate` of its prediction, nearest pairs first, one track per blob; a track left without one stays alive if its
+    prediction lies on a blob (two overlapping digits make one blob: it is hidden in there) and ends otherwise; a
+    blob left without a track starts one. A track alone in its blob takes the blob's centre, and its velocity is
+    measured; a track sharing one keeps its prediction.
+    """
+    direction = f - previous
+    live = [t for t in tracks if t.blobs[previous] >= 0]
+    predicted = [bounce(t.centres[previous], t.velocity * direction, low, high) for t in live]
+    host = {}  # live track index -> its blob in frame f
+    if live and len(ids):
+        offsets = np.stack([p for p, _ in predicted])[:, None] - blobs.centre[ids][None]  # (T, K, 2)
+        distance = np.linalg.norm(offsets, axis=-1)  # (T, K)
+        taken = set()
+        for i, k in zip(*np.unravel_index(np.argsort(distance, axis=None), distance.shape)):  # nearest pairs first
+            if distance[i, k] > gate:
+                break
+            if i not in host and k not in taken:
+                host[i], taken = ids[k], taken | {k}
+        box = blobs.box[ids]  # (K, 4)
+        for i, (position, _) in enumerate(predicted):
+            if i not in host:  # no blob of its own: is it hidden inside one?
+                on = ((box[:, 0] - margin <= position[0]) & (position[0] <= box[:, 2] + margin)
+                      & (box[:, 1] - margin <= position[1]) & (position[1] <= box[:, 3] + margin))
+                if on.any():
+                    host[i] = ids[int(np.argmin(np.where(on, np.linalg.norm(blobs.centre[ids] - position, axis=1),
+                                                         np.inf)))]
+    sharing = Counter(host.values())
+    for i, blob in host.items():
+        track, (position, step) = live[i], predicted[i]
+        track.blobs[f] = blob
+        if sharing[blob] > 1:  # overlapping digits: each carried by its prediction
+            track.centres[f], track.velocity = position, step * direction
+            continue
+        track.centres[f], track.measured[f] = blobs.centre[blob], True
+        last_frame, last_centre = track.last
+        track.velocity = (blobs.centre[blob] - last_centre) / (f - last_frame)
+        track.last = (f, blobs.centre[blob])
+    for blob in set(ids) - set(host.values()):
+        tracks.append(new_track(blob, f, blobs, num_frames))
+
+
+def new_track(blob, f, blobs, num_frames):
+    track = Track(np.full((num_frames, 2), np.nan), np.full(num_frames, -1), np.zeros(num_frames, bool),
+                  np.zeros(2), (f, blobs.centre[blob]))
+    track.centres[f], track.blobs[f], track.measured[f] = blobs.centre[blob], blob, True
+    return track
+
+
+def track_clip(blobs, by_frame, width, height, digit_size, big):
+    """Link one clip's blobs into tracks: (tracks, digits counted in each frame (F,)).
+
+    Linking starts at the anchor frame and runs forwards to the end, then backwards to the start, the backward
+    run starting from the velocities the tracks had just after the anchor. A digit counts in a frame if a track is
+    there; a blob too `big` for one digit counts as at least two (digits that overlap for the whole clip).
+    """
+    s, num_frames = digit_size, len(by_frame)
+    low, high = np.array([s / 2, s / 2]), np.array([width - s / 2, height - s / 2])  # where a centre can be
+    # A new track has no velocity yet, so its first prediction may miss by a step: gate at half a digit. A hidden
+    # digit's centre lies inside the blob it shares, give or take an eighth of a digit.
+    args = (blobs, low, high, s / 2, s / 8, num_frames)
+    anchor = anchor_frame([len(ids) for ids in by_frame])
+    tracks = [new_track(blob, anchor, blobs, num_frames) for blob in by_frame[anchor]]
+    for f in range(anchor + 1, num_frames):
+        link_frame(tracks, f, f - 1, by_frame[f], *args)
+    for track in tracks:
+        if track.blobs[anchor] >= 0:  # back at the anchor, with the velocity measured just after it
+            after = anchor + 1 < num_frames and track.measured[anchor + 1]
+            track.velocity = track.centres[anchor + 1] - track.centres[anchor] if after else np.zeros(2)
+            track.last = (anchor, track.centres[anchor])
+    for f in range(anchor - 1, -1, -1):
+        link_frame(tracks, f, f + 1, by_frame[f], *args)
+    count = np.zeros(num_frames, int)
+    for track in tracks:
+        track.seen = track.measured & ~big[track.blobs]
+    for f, ids in enumerate(by_frame):
+        sharing = Counter(t.blobs[f] for t in tracks if t.blobs[f] >= 0)
+        count[f] = sum(max(sharing[blob], 1 + big[blob]) for blob in ids)
+    return tracks, count
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Physics: the world's path (constant velocity, reflected at the walls) that best explains a track
+
+
+def fit_paths(positions, seen, limits, max_speed):
+    """For P one-dimensional paths: the world path nearest to each, found by trying them all.
+
+    positions (P, F) top-left coordinates, valid where seen (P, F); limits (P,) the largest top-left coordinate
+    (canvas minus digit). A world path from start x0 at velocity v is x0 + v*f folded into [0, limit] (a
+    reflection is a fold: data.simulate). Every start on a half-pixel grid and every velocity on a 1/16 grid up
+    to max_speed is tried, as one tensor per few paths. Returns the velocity at frame 0 (P,) and the largest
+    distance of a seen position from the best path (P,): 0 for the world's own clips, give or take the glyph's
+    centre of mass being a fraction of a pixel off its box centre.
+    """
+    P, num_frames = positions.shape
+    positions, seen = torch.as_tensor(positions, dtype=torch.float32), torch.as_tensor(seen)
+    limits = torch.as_tensor(limits, dtype=torch.float32)
+    starts = torch.arange(0, 2 * float(limits.max()) + 1) / 2  # (X,)
+    speeds = torch.arange(-16 * max_speed, 16 * max_speed + 1) / 16  # (V,)
+    time = torch.arange(num_frames, dtype=torch.float32)
+    unfolded = starts[:, None, None] + speeds[None, :, None] * time  # (X, V, F)
+    velocity, error = torch.zeros(P), torch.zeros(P)
+    for chunk in torch.arange(P).split(16):
+        limit = limits[chunk].view(-1, 1, 1, 1)  # (p, 1, 1, 1)
+        phase = unfolded % (2 * limit)  # (p, X, V, F)
+        path = torch.where(phase <= limit, phase, 2 * limit - phase)
+        miss = ((path - positions[chunk, None, None]).abs() * seen[chunk, None, None]).amax(-1)  # (p, X, V)
+        # Starts off the canvas, or against the wall the digit moves into (make_scene never draws those: there
+        # the velocity at frame 0 would already point the other way).
+        x0, v = starts.view(1, -1, 1), speeds.view(1, 1, -1)  # (1, X, 1), (1, 1, V)
+        invalid = (x0 > limit[..., 0]) | ((x0 >= limit[..., 0]) & (v > 0)) | ((x0 <= 0) & (v < 0))
+        miss = miss.masked_fill(invalid, float("inf")).flatten(1)  # (p, X*V)
+        error[chunk], best = miss.min(1)
+        velocity[chunk] = speeds[best % len(speeds)]
+    return velocity.numpy(), error.numpy()
+
+
+def judge_motion(velocity, world):
+    """A velocity (vx, vy) at frame 0 -> (direction in MOTIONS, speed 'slow' | 'fast' | None)."""
+    step = tuple(int(np.sign(v)) if abs(v) >= world.slow_speed / 2 else 0 for v in velocity)
+    if step == (0, 0):
+        return data.STILL, None
+    direction = next(name for name, unit in data.DIRECTIONS.items() if unit == step)
+    return direction, "fast" if np.abs(velocity).max() >= (world.slow_speed + world.fast_speed) / 2 else "slow"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring: tracks + classifier + physics -> metrics per video
+
+
+def classify_tracks(frames, blobs, tracks, classifier, digit_size):
+    """Set track.classes: the classifier's digit in every frame where a track is seen, all crops in one batch.
+    frames (N, H, W) are the frames the blobs were found in; tracks a list of (frame offset, Track)."""
+    N, H, W = frames.shape
+    s = digit_size
+    where = [(offset + f, track, f) for offset, track in tracks for f in np.flatnonzero(track.seen)]
+    n = torch.tensor([frame for frame, _, _ in where], dtype=torch.long).view(-1, 1, 1)  # (M, 1, 1)
+    blob = torch.tensor([track.blobs[f] for _, track, f in where], dtype=torch.long).view(-1, 1, 1)  # (M, 1, 1)
+    # An s x s crop centred on the blob's centre of mass, as the classifier's glyphs were centred.
+    centres = np.array([track.centres[f] for _, track, f in where]).reshape(-1, 2)  # (M, 2), even for M = 0
+    corner = torch.tensor(centres - s / 2).round().long()  # (M, 2) top-left (x, y)
+    rows = (corner[:, 1, None] + torch.arange(s))[:, :, None].clamp(0, H - 1)  # (M, s, 1)
+    cols = (corner[:, 0, None] + torch.arange(s))[:, None, :].clamp(0, W - 1)  # (M, 1, s)
+    # Only the blob's own pixels: a neighbour's ink inside the square is not this digit's (and a crop reaching
+    # past the canvas repeats edge pixels, which are not in the blob either).
+    crops = frames[n, rows, cols] * (blobs.ids[n, rows, cols] == blob)  # (M, s, s)
+    labels = classify(classifier, crops)
+    for _, track in tracks:
+        track.classes = np.full(len(track.blobs), -1)
+    for (_, track, f), label in zip(where, labels.tolist()):
+        track.classes[f] = label
+
+
+def fit_tracks(tracks, width, height, digit_size, max_speed):
+    """For each track: (velocity (2,) at frame 0, largest miss in pixels) of the world path nearest to its seen
+    centres, both axes fitted apart (a wall flips one velocity component); None for tracks seen in < 2 frames."""
+    fitted = [track for track in tracks if track.seen.sum() >= 2]
+    fits = {}
+    if fitted:
+        num_frames = len(fitted[0].blobs)
+        tops = np.stack([np.nan_to_num(t.centres - digit_size / 2).T for t in fitted])  # (T, 2, F) top-left x, y
+        seen = np.stack([np.stack([t.seen, t.seen]) for t in fitted])  # (T, 2, F)
+        limits = np.tile([width - digit_size, height - digit_size], (len(fitted), 1))  # (T, 2)
+        velocity, miss = fit_paths(tops.reshape(-1, num_frames), seen.reshape(-1, num_frames), limits.reshape(-1),
+                                   max_speed)  # (T*2, F) paths in, (T*2,) each out
+        for track, v, m in zip(fitted, velocity.reshape(-1, 2), miss.reshape(-1, 2).max(1)):  # (T, 2), (T,)
+            fits[id(track)] = (v, m)
+    return [fits.get(id(track)) for track in tracks]
+
+
+@dataclass
+class Observed:
+    """What one track shows."""
+    digit: int  # the class most of its seen frames show; -1 if it is never seen alone
+    persistence: float | None  # the share of its seen frames that show that class (None: seen in < 2 frames)
+    direction: str | None  # judged from the world path fitted to it (None: seen in < 2 frames)
+    speed: str | None  # 'slow', 'fast', or None (still, or seen in < 2 frames)
+    physics: bool | None  # whether a world path explains its seen centres (None: seen in < 3 frames)
+    frames_seen: int
+
+
+def score_videos(videos, prompts, world, classifier, config):
+    """Metrics for each video: a list of dicts (see METRICS), one per video.
+
+    videos: anything as_frames takes; prompts: caption strings (read with data.parse) or lists of DigitMotion.
+    Attributes a prompt leaves out (data.parse gives None) are not judged.
+    """
+    frames = as_frames(videos).cpu()  # (B, F, H, W)
+    B, num_frames, H, W = frames.shape
+    s = world.digit_size
+    asked = [data.parse(p) if isinstance(p, str) else list(p) for p in prompts]
+    if len(asked) != B:
+        raise ValueError(f"{B} videos but {len(asked)} prompts: give one prompt per video")
+    blobs = find_blobs(frames.flatten(0, 1), config.threshold, config.min_blob_mass * s * s)  # all B*F frames
+    # A digit's ink fits in ~3/4 of its box; a blob wider or taller than 0.8 of a box holds several digits.
+    big = ((blobs.box[:, 2:] - blobs.box[:, :2]) > 0.8 * s).any(1)
+    by_frame = [[] for _ in range(B * num_frames)]
+    for k, n in enumerate(blobs.frame):
+        by_frame[n].append(k)
+    clips = [track_clip(blobs, by_frame[b * num_frames:(b + 1) * num_frames], W, H, s, big) for b in range(B)]
+    every_track = [(b * num_frames, track) for b, (tracks, _) in enumerate(clips) for track in tracks]
+    classify_tracks(frames.flatten(0, 1), blobs, every_track, classifier, s)  # (B*F, H, W) frames
+    fits = iter(fit_tracks([track for _, track in every_track], W, H, s, 2 * world.fast_speed))
+
+    results = []
+    for b, (tracks, count) in enumerate(clips):
+        observed = []
+        for track, fit in zip(tracks, fits):
+            classes = track.classes[track.seen].tolist()
+            digit, votes = Counter(classes).most_common(1)[0] if classes else (-1, 0)
+            direction, speed = judge_motion(fit[0], world) if fit else (None, None)
+            obeys = bool(fit[1] <= config.physics_tolerance * s) if fit and len(classes) >= 3 else None
+            observed.append(Observed(digit, votes / len(classes) if len(classes) >= 2 else None, direction, speed,
+                                     obeys, len(classes)))
+        results.append(video_metrics(asked[b], observed, count))
+    return results
+
+
+def video_metrics(asked, observed, count):
+    """The metrics of one video from what was asked (a DigitMotion per digit), what its tracks show (an Observed
+    per track) and how many digits each frame shows."""
+    # Pair each asked digit with a track, best pairs first: a pair scores by right digit, then right direction,
+    # then right speed, then how often the track was seen.
+    score = lambda m, o: (4 * (o.digit == m.digit) + 2 * (o.direction == m.direction) + (o.speed == m.speed)
+                          + o.frames_seen / 1000)
+    pairs = sorted(((score(m, o), i, t) for i, m in enumerate(asked) for t, o in enumerate(observed)), reverse=True)
+    match = {}
+    for _, i, t in pairs:
+        if i not in match and t not in match.values():
+            match[i] = t
+    missing = Observed(-1, None, None, None, None, 0)  # an asked digit with no track left for it
+    shown = [observed[match[i]] if i in match else missing for i in range(len(asked))]
+    right_digit = [o.digit == m.digit for m, o in zip(asked, shown)]
+    right_direction = {i: o.direction == m.direction for i, (m, o) in enumerate(zip(asked, shown)) if m.direction}
+    right_speed = {i: o.speed == m.speed for i, (m, o) in enumerate(zip(asked, shown)) if m.speed}
+    right_motion = [right_direction[i] and right_speed.get(i, True) for i in right_direction]
+    mean = lambda values: float(np.mean(list(values))) if len(values) else None
+    return {"asked": [m.digit for m in asked], "found": [o.digit for o in observed],
+            "identity": mean(right_digit), "identity_all": float(all(right_digit)),
+            "direction": mean(right_direction.values()), "speed": mean(right_speed.values()),
+            "motion": mean(right_motion),
+            # the first digit asked (in `holdout`, the held-out pair): right digit and right motion
+            "first_digit": float(right_digit[0] and right_direction.get(0, True) and right_speed.get(0, True)),
+            "count": mean(np.asarray(count) == len(asked)),
+            "persistence": mean([o.persistence for o in observed if o.persistence is not None]),
+            "physics": mean([o.physics for o in observed if o.physics is not None])}
+
+
+def summarize(results):
+    """Per-video metrics -> their means (a metric no video could judge is None), and the number of clips."""
+    summary = {"clips": len(results)}
+    for name in METRICS:
+        values = [r[name] for r in results if r[name] is not None]
+        summary[name] = float(np.mean(values)) if values else None
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FVD for this world: Frechet distance on the features of a tiny video encoder trained on real clips
+
+
+LABEL_GROUPS = {"digit": 10, "direction": len(MOTIONS), "speed": len(data.SPEEDS)}  # VideoEncoder's outputs
+
+
+class VideoEncoder(nn.Module):
+    """A tiny 3D conv net: clips (B, 1, F, H, W) in [0, 1] -> features (B, D), and logits for what a clip shows:
+    which digits (10), directions (8 and still) and speeds (2) appear in it."""
+
+    def __init__(self, width=16, dim=128):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv3d(1, width, 3, stride=(1, 2, 2), padding=1), nn.ReLU(),
+            nn.Conv3d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv3d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.project = nn.Sequential(nn.Linear(4 * width, dim), nn.ReLU())
+        self.head = nn.Linear(dim, sum(LABEL_GROUPS.values()))
+
+    def features(self, videos):  # (B, 1, F, H, W)
+        # Max over time and space: a feature fires if what it detects is anywhere in the clip, as digits are.
+        return self.project(self.convs(videos).amax((2, 3, 4)))  # (B, D): the penultimate layer, FVD's features
+
+    def forward(self, videos):  # (B, 1, F, H, W)
+        return self.head(self.features(videos))  # (B, 21)
+
+
+def clip_targets(scenes):
+    """VideoEncoder's targets: per label group, a distribution over what the clip shows (split evenly between
+    the digits of a clip); a group with nothing to show (the speed of a still digit) is all zeros. (B, 21)"""
+    targets = torch.zeros(len(scenes), sum(LABEL_GROUPS.values()))
+    for b, scene in enumerate(scenes):
+        for m in scene.motions:
+            targets[b, m.digit] += 1
+            targets[b, 10 + MOTIONS.index(m.direction)] += 1
+            if m.speed:
+                targets[b, 10 + len(MOTIONS) + data.SPEEDS.index(m.speed)] += 1
+    for group in targets.split(list(LABEL_GROUPS.values()), dim=1):
+        group /= group.sum(1, keepdim=True).clamp(min=1)
+    return targets
+
+
+def video_encoder(out_dir, world, config, device):
+    """The FVD feature extractor, cached in out_dir/eval_video_encoder.pt."""
+    key = {**asdict(world), "steps": config.encoder_steps, "seed": config.seed}
+
+    def train(model):
+        dataset = data.MovingDigits(world, "train", seed=config.seed + 1, glyph_cache=out_dir)
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+        for step in tqdm(range(config.encoder_steps), desc="training the FVD video encoder", leave=False):
+            optimizer.param_groups[0]["lr"] = cosine_lr(step, config.encoder_steps)
+            items = [dataset[step * 16 + i] for i in range(16)]
+            videos = as_frames(torch.stack([item["video"] for item in items]))[:, None]  # (16, 1, F, H, W)
+            logits, targets = model(videos.to(device)), clip_targets([item["scene"] for item in items]).to(device)
+            # A softmax cross-entropy per group (soft targets): it learns far faster here than 21 sigmoids.
+            loss = sum(F.cross_entropy(group_logits, group_targets) for group_logits, group_targets in
+                       zip(logits.split(list(LABEL_GROUPS.values()), 1), targets.split(list(LABEL_GROUPS.values()), 1)))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return {"final_loss": loss.item()}
+
+    model, _ = cached_network(os.path.join(out_dir, "eval_video_encoder.pt"), key, VideoEncoder, train)
+    return model.to(device)
+
+
+@torch.no_grad()
+def video_features(encoder, videos, batch_size=64):
+    """Any videos as_frames takes -> encoder features (B, D), float64 on the CPU."""
+    frames = as_frames(videos)  # (B, F, H, W) in [0, 1]
+    device = next(encoder.parameters()).device
+    return torch.cat([encoder.features(chunk[:, None].to(device)).cpu().double()  # (b, 1, F, H, W) -> (b, D)
+                      for chunk in frames.split(batch_size)])
+
+
+def sqrtm_psd(matrix):
+    """The square root of a symmetric positive semi-definite matrix, by eigendecomposition (no scipy)."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T  # V diag(sqrt(values)) V^T
+
+
+def frechet_distance(features_a, features_b):
+    """Frechet distance between Gaussians fitted to two sets of features (N, D) and (M, D):
+    |mu_a - mu_b|^2 + tr(A + B - 2 (A^1/2 B A^1/2)^1/2). The symmetric product A^1/2 B A^1/2 has the same
+    eigenvalues as AB (whose square root FID writes) but is itself symmetric PSD, so eigh can take its root."""
+    a, b = features_a.double(), features_b.double()
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    D = a.shape[1]
+    cov_a, cov_b = torch.cov(a.T).view(D, D), torch.cov(b.T).view(D, D)  # (D, D), even for D = 1
+    root_a = sqrtm_psd(cov_a)
+    cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    return float((mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Calibration: real clips near the ceiling; each corruption breaks what it should
+
+
+def real_clips(world, split, n, seed, cache_dir=""):
+    """The first n clips of a split: (videos uint8 (n, F, H, W), scenes, captions, the dataset)."""
+    dataset = data.MovingDigits(world, split, seed=seed, glyph_cache=cache_dir)
+    items = [dataset[i] for i in range(n)]
+    return (torch.stack([item["video"] for item in items]), [item["scene"] for item in items],
+            [item["caption"] for item in items], dataset)
+
+
+def corrupt(kind, video, scene, dataset, rng):
+    """One real clip (F, H, W) uint8, made wrong in one way; the first digit is the one tampered with."""
+    video = video.numpy()
+    num_frames, H, W = video.shape
+    half = num_frames // 2
+    paint = lambda scene, size=(H, W): data.render(scene, dataset.glyph_images, num_frames, *size)
+    if kind == "noise":  # Gaussian noise on every pixel, its std half the range
+        return np.clip(video + rng.normal(0, 0.5 * 255, video.shape), 0, 255).astype(np.uint8)
+    if kind == "frames shuffled":
+        return video[rng.permutation(num_frames)]
+    if kind == "time reversed":  # every motion runs backwards (a bounce too: physics still holds)
+        return video[::-1].copy()
+    if kind == "digit vanishes":  # from half-way on
+        rest = replace(scene, glyphs=scene.glyphs[1:], positions=scene.positions[:, 1:])
+        return np.concatenate([video[:half], paint(rest)[half:]])
+    if kind == "digit morphs":  # into another digit, half-way
+        glyphs = scene.glyphs.copy()
+        other = (scene.digits[0] + rng.integers(1, 10)) % 10
+        glyphs[0] = rng.choice(dataset.glyphs_by_digit[other])
+        return np.concatenate([video[:half], paint(replace(scene, glyphs=glyphs))[half:]])
+    if kind == "through a wall":  # no bounce: the digit keeps its first velocity and leaves the canvas
+        positions = scene.positions.copy()
+        positions[:, 0] = positions[0, 0] + scene.velocities[0, 0] * np.arange(num_frames)[:, None]  # (F, 2)
+        pad = scene.digit_size + np.abs(positions).max()  # a canvas so large that nothing leaves it, then cropped
+        canvas = paint(replace(scene, positions=positions + pad), (H + 2 * pad, W + 2 * pad))
+        return canvas[:, pad:pad + H, pad:pad + W]
+    raise ValueError(f"unknown corruption {kind!r}")
+
+
+CORRUPTIONS = ("noise", "frames shuffled", "time reversed", "digit vanishes", "digit morphs", "through a wall")
+
+
+def calibration_table(world, classifier, encoder, config, n=100, seed=0, cache_dir=""):
+    """{row: summary} for real `val` clips and each corruption of them, with the FVD against other real clips.
+
+    Rows use the first n val clips, except 'through a wall', which uses the first n whose first digit bounces
+    (without a bounce the corruption changes nothing)."""
+    videos, scenes, _, dataset = real_clips(world, "val", n, seed, cache_dir)
+    reference = video_features(encoder, real_clips(world, "val", n, seed + 1, cache_dir)[0])
+    bouncing = []
+    for i in range(n, 100 * n):
+        if len(bouncing) == n:
+            break
+        item = dataset[i]
+        if item["scene"].bounce_frames[0]:
+            bouncing.append((item["video"], item["scene"]))
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for kind in ("real",) + CORRUPTIONS:
+        pairs = bouncing if kind == "through a wall" else list(zip(videos, scenes))
+        clips = torch.stack([video if kind == "real" else torch.from_numpy(corrupt(kind, video, scene, dataset, rng))
+                             for video, scene in pairs])
+        rows[kind] = summarize(score_videos(clips, [scene.motions for _, scene in pairs], world, classifier, config))
+        rows[kind]["fvd"] = frechet_distance(video_features(encoder, clips), reference)
+    return rows
+
+
+COLUMNS = ("identity", "identity_all", "direction", "speed", "first_digit", "count", "persistence", "physics", "fvd")
+
+
+def markdown_table(rows, first_column, columns=COLUMNS):
+    """{row name: summary} -> a markdown table of the metrics (means over clips) and the FVD."""
+    cell = lambda v: "-" if v is None else f"{v:.3f}" if abs(v) < 1 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+    lines = [f"| {first_column} | n | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    lines += [f"| {name} | {row['clips']} | " + " | ".join(cell(row.get(k)) for k in columns) + " |"
+              for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points: checkpoints -> samples -> scores; videos on disk -> scores; the calibration table
+
+
+def evaluation_networks(out_dir, world, config, device):
+    """The digit classifier, its accuracy on held-out glyphs, and the FVD encoder; trained once, cached in out_dir."""
+    classifier, accuracy = digit_classifier(out_dir, world, config, device)
+    print(f"digit classifier: {100 * accuracy:.2f}% on held-out glyphs ({os.path.join(out_dir, 'eval_classifier.pt')})")
+    return classifier, accuracy, video_encoder(out_dir, world, config, device)
+
+
+def write_json(path, report):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a report
+
+
+def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None):
+    """Sample n clips per split from the checkpoints in out_dir, score them, print a table; return the report
+    (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of `holdout`,
+    and the FVD compares the samples, and as its floor those scenes' real clips, with n other real clips."""
+    import sample  # only this entry point needs the generative models
+    from diffusion import DiffusionConfig
+
+    config = config or EvalConfig()
+    device = torch.device(device)
+    vae = sample.load_vae(out_dir, device)
+    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    world = data.WorldConfig(**checkpoint["config"]["world"])
+    diffusion = DiffusionConfig(**checkpoint["config"]["diffusion"])
+    classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
+    report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
+              "classifier_accuracy": accuracy, "splits": {}}
+    for split in ("val", "holdout"):
+        real, scenes, prompts, _ = real_clips(world, split, n, seed, out_dir)
+        videos = torch.cat([sample.generate(vae, text_encoder, dit, prompts[i:i + config.batch_size], world.frames,
+                                            world.height, world.width, diffusion.sample_steps,
+                                            diffusion.guidance_scale, diffusion.shift, seed=seed + i).cpu()
+                            for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
+        started = time.perf_counter()
+        results = score_videos(videos, [scene.motions for scene in scenes], world, classifier, config)
+        reference = video_features(encoder, real_clips(world, split, n, seed + 1, out_dir)[0])
+        summary = {**summarize(results), "fvd": frechet_distance(video_features(encoder, videos), reference),
+                   "fvd_real": frechet_distance(video_features(encoder, real), reference),
+                   "score_seconds": time.perf_counter() - started}
+        report["splits"][split] = {**summary, "videos": [{"prompt": p, **r} for p, r in zip(prompts, results)]}
+    print(markdown_table(report["splits"], "split", COLUMNS + ("fvd_real",)))
+    if json_path:
+        write_json(json_path, report)
+        print(f"wrote {json_path}")
+    return report
+
+
+def read_video(path):
+    """A GIF (or a 1-frame PNG) -> uint8 (F, H, W), grey; an error naming the file if it cannot be read."""
+    import imageio.v3 as iio
+
+    try:
+        frames = np.asarray(iio.imread(path, index=None, plugin="pillow"))
+    except Exception as e:
+        raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}); give GIFs such as sample.py "
+                         "writes, one clip per file") from None
+    if path.lower().endswith(".png"):
+        frames = frames[None]  # an image is a 1-frame video
+    if frames.ndim == 4:  # stored as colour: our clips are grey, so average the channels
+        frames = frames[..., :3].mean(-1)
+    return frames.astype(np.uint8)
+
+
+def read_prompts(folder):
+    """{file name: prompt} from folder/prompts.txt, one `a.gif: a 3 moves left slowly` per line."""
+    path = os.path.join(folder, "prompts.txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; add it, with one line `a.gif: its prompt` per video in {folder}")
+    prompts = {}
+    for number, line in enumerate(open(path).read().splitlines(), 1):
+        name, colon, prompt = line.partition(":")
+        if line.strip() and not colon:
+            raise ValueError(f"{path} line {number} has no ':'; write `a.gif: a 3 moves left slowly`")
+        if line.strip():
+            prompts[name.strip()] = prompt.strip()
+    if not prompts:
+        raise ValueError(f"{path} lists no videos; write one line `a.gif: its prompt` per video")
+    return prompts
+
+
+def evaluate_videos(folder, world, classifier, encoder, config, cache_dir=""):
+    """Score the GIFs in `folder` against their prompts (read_prompts), grouped by split: `holdout` if a prompt's
+    first (digit, direction) pair is held out of training, else `val`. Returns {split: summary + 'videos'}."""
+    prompts = read_prompts(folder)
+    videos, asked = [], []
+    for name, prompt in prompts.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is listed in {folder}/prompts.txt but does not exist")
+        videos.append(read_video(path))
+        if videos[-1].shape != videos[0].shape:
+            raise ValueError(f"{path} is {videos[-1].shape} (F, H, W) but {next(iter(prompts))} is "
+                             f"{videos[0].shape}; score videos of one size at a time")
+        try:
+            asked.append(data.parse(prompt))
+        except ValueError as e:
+            raise ValueError(f"the prompt of {name} cannot be read: {e}") from None
+    report = {}
+    for split in ("val", "holdout"):
+        chosen = [i for i, a in enumerate(asked) if ((a[0].digit, a[0].direction) in data.HOLDOUT_PAIRS) ==
+                  (split == "holdout")]
+        if not chosen:
+            continue
+        clips = torch.from_numpy(np.stack([videos[i] for i in chosen]))  # (n, F, H, W)
+        results = score_videos(clips, [asked[i] for i in chosen], world, classifier, config)
+        summary = summarize(results)
+        if tuple(clips.shape[1:]) == (world.frames, world.height, world.width):  # the encoder's clip size
+            reference = real_clips(world, split, max(2, len(chosen)), config.seed + 1, cache_dir)[0]
+            summary["fvd"] = frechet_distance(video_features(encoder, clips), video_features(encoder, reference))
+        files = list(prompts)
+        report[split] = {**summary, "videos": [{"file": files[i], "prompt": prompts[files[i]], **r}
+                                               for i, r in zip(chosen, results)]}
+    return report
+
+
+def world_of(out_dir, fallback):
+    """The world the checkpoints in out_dir were trained on, else `fallback` (the --world-* flags)."""
+    for name in ("dit.pt", "vae.pt"):
+        if os.path.isfile(os.path.join(out_dir, name)):
+            import sample
+
+            return data.WorldConfig(**sample.load_checkpoint(os.path.join(out_dir, name))["config"]["world"])
+    return fallback
+
+
+VIDEOS_HELP = """--videos FOLDER: FOLDER holds one clip per GIF (as `sample.py --prompt P --out FOLDER/a.gif` writes
+them) and a prompts.txt with one line `a.gif: P` per clip. The world (digit size, speeds) is the one of the
+checkpoints in --out-dir if there are any, else the one the --world-* flags describe."""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, epilog=VIDEOS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", default="out", help="vae.pt and dit.pt from train.py; the evaluation "
+                                                          "networks are cached here too")
+    parser.add_argument("--n", type=int, default=100, help="clips per split (sampling), or per row (--calibrate)")
+    parser.add_argument("--json", default="", help="write the full report (every video's scores too) here")
+    parser.add_argument("--videos", default="", help="score the GIFs in this folder instead of sampling")
+    parser.add_argument("--calibrate", action="store_true", help="print the calibration table (real vs corrupted)")
+    parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
+    data.add_config_flags(parser, EvalConfig)
+    data.add_config_flags(parser, data.WorldConfig, "world-")
+    args = parser.parse_args(argv)
+    if args.n < 2:
+        parser.error(f"--n must be at least 2 (a Frechet distance needs a covariance): got {args.n}")
+    from sample import pick_device
+
+    config, device = data.config_from_args(EvalConfig, args), pick_device(args.device)
+    if not (args.videos or args.calibrate):
+        evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config)
+        return
+    world = world_of(args.out_dir, data.config_from_args(data.WorldConfig, args, "world-"))
+    classifier, accuracy, encoder = evaluation_networks(args.out_dir, world, config, device)
+    report = {"world": asdict(world), "eval": asdict(config), "classifier_accuracy": accuracy}
+    if args.calibrate:
+        started = time.perf_counter()
+        report["calibration"] = calibration_table(world, classifier, encoder, config, args.n, config.seed, args.out_dir)
+        print(f"calibration: {args.n} val clips per row, {world.frames} frames of {world.height}x{world.width}, "
+              f"{world.min_digits}-{world.max_digits} digits of {world.digit_size} px "
+              f"({time.perf_counter() - started:.0f} s)\n")
+        print(markdown_table(report["calibration"], "clips"))
+    else:
+        if not os.path.isdir(args.videos):
+            parser.error(f"--videos {args.videos}: no such folder")
+        report["splits"] = evaluate_videos(args.videos, world, classifier, encoder, config, args.out_dir)
+        print(markdown_table(report["splits"], "split"))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

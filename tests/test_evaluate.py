@@ -1,0 +1,191 @@
+"""Tests of evaluate.py: the Frechet distance against its closed form, the path fit against data.simulate, the
+tracker on digits that cross, the calibration (real clips near the ceiling, each corruption breaking its metric),
+the cached classifier, scoring GIFs from disk, the JSON report of a tiny trained model, and the errors."""
+
+import json
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import data
+import evaluate
+import train
+from test_train_sample import TINY
+
+# One 16-pixel digit on 32x32, 9 frames (the cpu preset's world), with a small glyph bank; tiny networks.
+WORLD = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
+                         glyphs_per_digit=100)
+CONFIG = evaluate.EvalConfig(classifier_steps=300, encoder_steps=150)
+WORLD_FLAGS = ["--world-frames", "9", "--world-height", "32", "--world-width", "32", "--world-digit-size", "16",
+               "--world-max-digits", "1", "--world-fast-speed", "2", "--world-glyphs-per-digit", "100",
+               "--classifier-steps", "300", "--encoder-steps", "150"]
+
+
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    out_dir = str(tmp_path_factory.mktemp("eval"))
+    classifier, accuracy = evaluate.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    encoder = evaluate.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    return out_dir, classifier, accuracy, encoder
+
+
+def test_frechet_distance_matches_its_closed_form():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=generator, dtype=torch.float64) @ torch.randn(6, 6, generator=generator,
+                                                                                     dtype=torch.float64)
+    b = torch.randn(400, 6, generator=generator, dtype=torch.float64) * 2 + 1
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    # tr((AB)^1/2) from the eigenvalues of AB itself (real and >= 0 for PSD A, B), not the symmetric form used
+    trace_root = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0).sqrt().sum()
+    expected = (a.mean(0) - b.mean(0)).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
+    assert evaluate.frechet_distance(a, b) == pytest.approx(float(expected), rel=1e-6)
+    assert abs(evaluate.frechet_distance(a, a)) < 1e-6
+    assert evaluate.frechet_distance(a, a + 3) == pytest.approx(6 * 9, rel=1e-6)  # a shift only moves the mean
+    # 1-D Gaussians: (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2
+    x = torch.randn(1000, 1, generator=generator, dtype=torch.float64)
+    assert evaluate.frechet_distance(x, 3 * x + 2) == pytest.approx(
+        float((2 * x.mean() + 2) ** 2 + (2 * x.std()) ** 2), rel=1e-6)
+
+
+def test_fit_paths_recovers_the_velocity_of_world_paths_and_rejects_others():
+    rng = np.random.default_rng(0)
+    limit, frames = np.array([48, 32]), 17
+    for _ in range(20):
+        velocity = rng.integers(-3, 4, (1, 2))
+        start = np.clip(rng.integers(0, limit + 1, (1, 2)), (velocity < 0).astype(int), limit - (velocity > 0))
+        positions, _ = data.simulate(start, velocity, frames, limit)  # (F, 1, 2), bounces included
+        observed = positions[:, 0].T + rng.uniform(-0.3, 0.3, (2, frames))  # (2, F): a centre of mass is not exact
+        seen = rng.random((2, frames)) < 0.7  # some frames hidden
+        seen[:, :2] = True
+        fitted, miss = evaluate.fit_paths(observed, np.repeat(seen[:1], 2, 0), limit, 6)
+        assert np.array_equal(fitted, velocity[0]) and (miss < 0.5).all()
+    # straight through the wall: 6 px beyond it and still going is no world path
+    through = (40 + 2 * np.arange(frames)).astype(float)[None]
+    assert evaluate.fit_paths(through, np.ones_like(through, bool), np.array([48]), 6)[1][0] > 2
+
+
+def crossing_clip(starts, velocities, digits=(3, 7), frames=13, size=(48, 64)):
+    """Two 16-pixel digits on an H x W canvas, moving from `starts` at `velocities` (the world's physics)."""
+    world = data.WorldConfig(frames=frames, height=size[0], width=size[1], digit_size=16, max_digits=2,
+                             glyphs_per_digit=100)
+    images, _, by_digit = data.glyph_bank(world)["test"]
+    limit = np.array([size[1] - 16, size[0] - 16])
+    positions, velocity = data.simulate(np.array(starts), np.array(velocities), frames, limit)
+    motions = [data.DigitMotion(d, next(k for k, v in data.DIRECTIONS.items() if v == tuple(np.sign(u))), "fast")
+               for d, u in zip(digits, velocities)]
+    scene = data.Scene(motions, np.array([by_digit[d][0] for d in digits]), positions, velocity, [[], []], 16)
+    return world, scene, data.render(scene, images, frames, *size)
+
+
+@pytest.mark.parametrize("starts,velocities", [
+    ([[2, 14], [44, 18]], [[3, 0], [-3, 0]]),  # they cross half-way, overlapping for a few frames
+    ([[20, 16], [23, 14]], [[-3, 0], [3, 0]]),  # they overlap in the first frames, then part
+])
+def test_tracker_counts_and_follows_two_digits_that_overlap(networks, starts, velocities):
+    world, scene, video = crossing_clip(starts, velocities)
+    frames = evaluate.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
+    blobs = evaluate.find_blobs(frames, CONFIG.threshold, CONFIG.min_blob_mass * 16 * 16)
+    by_frame = [list(np.flatnonzero(blobs.frame == f)) for f in range(len(video))]
+    assert min(len(ids) for ids in by_frame) == 1  # the two digits do make one blob for a while
+    big = np.zeros(len(blobs.frame), bool)
+    tracks, count = evaluate.track_clip(blobs, by_frame, 64, 48, 16, big)
+    assert len(tracks) == 2 and (count == 2).all() and all(t.alive.all() for t in tracks)
+    followed = [np.argmin(np.linalg.norm(scene.centers[-1] - track.centres[-1], axis=1)) for track in tracks]
+    assert sorted(followed) == [0, 1]
+    for n, track in zip(followed, tracks):  # each track stays on its own digit through the overlap: no swap
+        error = np.abs(track.centres - scene.centers[:, n])  # (F, 2)
+        assert error[track.seen].max() < 1.0 and error.max() < 4.0 and (~track.seen).any()
+    result = evaluate.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
+    assert result["identity"] == 1 and result["count"] == 1 and result["persistence"] == 1
+    assert result["direction"] == 1 and result["speed"] == 1 and result["physics"] == 1
+
+
+def test_classifier_is_accurate_on_held_out_glyphs_and_cached(networks, monkeypatch, tmp_path, capsys):
+    out_dir, classifier, accuracy, _ = networks
+    assert accuracy > 0.9  # 300 steps on 900 glyphs; the default (1000 steps on 18,000) reaches 99.6% at 16 px
+    monkeypatch.setattr(evaluate, "cosine_lr", lambda *args: pytest.fail("retrained instead of loading the cache"))
+    again, cached_accuracy = evaluate.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    assert cached_accuracy == accuracy
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), classifier.state_dict().values()))
+    evaluate.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))  # cached too
+    monkeypatch.undo()
+    shutil.copy(f"{out_dir}/eval_classifier.pt", tmp_path)
+    other = evaluate.EvalConfig(classifier_steps=5)  # a cache made with other settings is retrained, and said so
+    assert evaluate.digit_classifier(str(tmp_path), WORLD, other, torch.device("cpu"))[1] < accuracy
+    assert "made for other settings" in capsys.readouterr().out
+
+
+def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric(networks):
+    out_dir, classifier, _, encoder = networks
+    rows = evaluate.calibration_table(WORLD, classifier, encoder, CONFIG, n=24, cache_dir=out_dir)
+    real = rows["real"]
+    for name in evaluate.METRICS:
+        assert real[name] >= 0.9, (name, real[name])
+    assert rows["noise"]["count"] < 0.5 and rows["noise"]["identity"] < real["identity"] - 0.2
+    assert rows["noise"]["fvd"] > 5 * real["fvd"]  # the FVD floor is real against other real clips
+    assert min(rows[kind]["fvd"] for kind in ("frames shuffled", "digit vanishes")) > 2 * real["fvd"]
+    assert rows["frames shuffled"]["physics"] < 0.6 and rows["frames shuffled"]["direction"] < 0.8
+    assert rows["frames shuffled"]["identity"] >= 0.9  # shuffling moves nothing else
+    assert rows["time reversed"]["direction"] < 0.8 and rows["time reversed"]["physics"] >= 0.9
+    assert rows["digit vanishes"]["count"] < 0.7 and rows["digit vanishes"]["identity"] >= 0.9
+    assert rows["digit morphs"]["persistence"] < 0.8 and rows["digit morphs"]["count"] >= 0.9
+    assert rows["through a wall"]["physics"] < 0.5
+    assert "| frames shuffled | 24 |" in evaluate.markdown_table(rows, "clips")
+
+
+def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
+    out_dir = networks[0]
+    videos, _, captions, _ = evaluate.real_clips(WORLD, "holdout", 3, seed=5)
+    folder = tmp_path / "clips"
+    for i, video in enumerate(videos):
+        data.save_video(str(folder / f"clip{i}.gif"), video.numpy())
+    (folder / "prompts.txt").write_text("".join(f"clip{i}.gif: {c}\n" for i, c in enumerate(captions)))
+    report_path = tmp_path / "report.json"
+    evaluate.main(["--out-dir", out_dir, "--videos", str(folder), "--json", str(report_path)] + WORLD_FLAGS)
+    report = json.loads(report_path.read_text())
+    holdout = report["splits"]["holdout"]  # the first digit of every holdout caption is a held-out pair
+    assert holdout["videos"][0]["file"] == "clip0.gif" and len(holdout["videos"]) == 3
+    assert holdout["identity"] >= 2 / 3 and holdout["count"] == 1 and "fvd" in holdout
+    assert "| holdout |" in capsys.readouterr().out
+    evaluate.main(["--out-dir", out_dir, "--calibrate", "--n", "4"] + WORLD_FLAGS)
+    assert "| time reversed | 4 |" in capsys.readouterr().out
+
+
+def test_evaluate_checkpoints_report_schema(tmp_path):
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
+    config = evaluate.EvalConfig(classifier_steps=20, encoder_steps=5)
+    report = evaluate.evaluate_checkpoints(out_dir, 2, "cpu", json_path=f"{out_dir}/eval.json", config=config)
+    assert json.loads(open(f"{out_dir}/eval.json").read()) == json.loads(json.dumps(report))
+    assert set(report["splits"]) == {"val", "holdout"} and 0 <= report["classifier_accuracy"] <= 1
+    for split in report["splits"].values():
+        assert set(evaluate.METRICS) | {"fvd", "fvd_real", "clips", "videos"} <= set(split)
+        assert len(split["videos"]) == 2 and {"prompt", "asked", "found", "count"} <= set(split["videos"][0])
+        assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in evaluate.METRICS))
+
+
+def test_errors_name_the_file_and_the_fix(networks, tmp_path):
+    with pytest.raises(FileNotFoundError, match="vae.pt; train one with"):
+        evaluate.evaluate_checkpoints(str(tmp_path), 2, "cpu")
+    (tmp_path / "vae.pt").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="vae.pt is not a readable checkpoint"):
+        evaluate.evaluate_checkpoints(str(tmp_path), 2, "cpu")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="prompts.txt not found"):
+        evaluate.read_prompts(str(folder))
+    (folder / "prompts.txt").write_text("bad.gif: a 3 moves left\n")
+    (folder / "bad.gif").write_bytes(b"not a gif")
+    args = networks[1], networks[3], CONFIG
+    with pytest.raises(ValueError, match="cannot read .*bad.gif"):
+        evaluate.evaluate_videos(str(folder), WORLD, *args)
+    iio.imwrite(folder / "bad.gif", np.zeros((9, 32, 32), np.uint8))
+    (folder / "prompts.txt").write_text("bad.gif: a 3 moves sideways\n")
+    with pytest.raises(ValueError, match="prompt of bad.gif .*unknown word"):
+        evaluate.evaluate_videos(str(folder), WORLD, *args)
+    (folder / "prompts.txt").write_text("gone.gif: a 3\n")
+    with pytest.raises(FileNotFoundError, match="gone.gif is listed"):
+        evaluate.evaluate_videos(str(folder), WORLD, *args)
