@@ -108,7 +108,8 @@ SAMPLE_PROMPTS = [
 TWO_DIGIT_PROMPTS = ["A 4 moves right slowly, never touching a wall, and a 7 moves down quickly, hitting a wall.",
                      "The digit 2 stays still, while a 5 moves left quickly and bounces off a wall."]
 
-# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets, for MFU; other GPUs print no MFU.
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets (H100/H200: SXM), for MFU; other GPUs print
+# no MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
 
 
@@ -253,6 +254,7 @@ def train_vae(train, world, vae_config, device):
                                "latent_scale": float(vae.latent_scale), "metrics": metrics})
 
     # ---- the loop
+    started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
@@ -295,8 +297,8 @@ def train_vae(train, world, vae_config, device):
     save(steps, metrics)
     with open(os.path.join(train.out_dir, "vae_metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    log(train.out_dir, f"vae done: val PSNR {metrics['val_psnr']:.2f} dB on {train.vae_eval_clips} unseen clips, "
-                       f"latent scale {metrics['latent_scale']:.4f}; saved {path}")
+    log(train.out_dir, f"vae done in {(time.perf_counter() - started) / 60:.1f} min: val PSNR {metrics['val_psnr']:.2f} "
+                       f"dB on {train.vae_eval_clips} unseen clips, latent scale {metrics['latent_scale']:.4f}; saved {path}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -375,6 +377,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
 
     # ---- where the latents come from: a cache made once, or the VAE encoding fresh clips every step
+    started = time.perf_counter()
     if train.latent_cache:
         cached_latents, cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device)
         log(out_dir, f"latent cache: {len(cached_captions)} clips, latents {tuple(cached_latents.shape)}")
@@ -459,8 +462,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     save(steps, {})
     write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
-    log(out_dir, f"dit done: saved {path}; samples for {len(sample_prompts(world))} fixed prompts in "
-                 f"{os.path.join(out_dir, 'samples.gif')} (prompts in samples.txt)")
+    log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
+                 f"{len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} (prompts in samples.txt)")
 
 
 # ----------------------------------------------------------------------------------------------------------
