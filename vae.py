@@ -28,7 +28,7 @@ import torch.nn as nn
 @dataclass
 class VAEConfig:
     in_channels: int = 1  # C: 1 for the grayscale digits, 3 for RGB
-    latent_channels: int = 4  # c: channels of the latent the diffusion model sees
+    latent_channels: int = 4  # c: channels of the latent the diffusion model sees (2/4/8 measured: README)
     base_channels: int = 32  # width of the first (full-resolution) level
     channel_mults: tuple[int, ...] = (1, 2, 4)  # width of level i = base_channels * channel_mults[i]
     blocks_per_level: int = 1  # ResBlock3d per level, in the encoder and in the decoder
