@@ -79,7 +79,7 @@ PRESETS = {
     "cpu": dict(height=32, width=32, frames=9, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
                 vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2500, vae_batch_size=4, vae_lr=2e-3,
                 dit_dim=128, dit_depth=4, dit_heads=4, text_dim=128, text_depth=2, text_heads=4,
-                dit_steps=4000, dit_batch_size=32, dit_lr=1e-3, ema_decay=0.995, latent_cache=8192),
+                dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192),
     # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens.
     "laptop": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=2,
                    vae_base_channels=64, vae_channel_mults=(1, 2, 4), vae_steps=20000, vae_batch_size=16,
