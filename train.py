@@ -271,13 +271,14 @@ def train_vae(train, world, vae_config, device):
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
         optimizer.step()
-        window.append((loss.item(), mse.item(), kl.item(), grad_norm.item()))
+        # Kept on the device: an .item() per step would make the CPU wait for the GPU at every step.
+        window.append(torch.stack([loss.detach(), mse.detach(), kl.detach(), grad_norm]).float())
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - tick
-            loss_mean, mse_mean, kl_mean, grad_mean = np.mean(window, axis=0)
+            loss_mean, mse_mean, kl_mean, grad_mean = torch.stack(window).mean(0).tolist()
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
                                f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
                                f" | {1000 * elapsed / len(window):.0f} ms/step | "
@@ -389,7 +390,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     def next_batch(step):
         if train.latent_cache:
             index = torch.randint(len(cached_captions), (train.dit_batch_size,), generator=generator)
-            latents, captions = cached_latents[index].to(device), [cached_captions[i] for i in index]
+            latents, captions = cached_latents[index].to(device), [cached_captions[i] for i in index.tolist()]
             return (latents[:, :, :1] if image_steps[step] else latents), captions
         batch = next(batches)
         video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
@@ -413,7 +414,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     # ---- the loop
     dit.train(), text_encoder.train()
     tick, window, tokens_seen = time.perf_counter(), [], 0
-    bin_sums, bin_counts = torch.zeros(4), torch.zeros(4)
+    bin_sums, bin_counts = torch.zeros(4, device=device), torch.zeros(4, device=device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
@@ -432,16 +433,16 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         decay = min(train.ema_decay, (1 + step) / (10 + step))
         update_ema(ema_dit, dit, decay)
         update_ema(ema_text_encoder, text_encoder, decay)
-        sums, counts = diffusion.loss_per_bin(t.cpu(), per_sample_loss.detach().cpu())
+        sums, counts = diffusion.loss_per_bin(t, per_sample_loss)  # on the device, read at log time only
         bin_sums, bin_counts = bin_sums + sums, bin_counts + counts
-        window.append((loss.item(), grad_norm.item()))
+        window.append(torch.stack([loss.detach(), grad_norm]).float())
         tokens_seen += latents[0, 0].numel() // math.prod(dit_config.patch_size) * latents.shape[0]  # B * L
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - tick
-            loss_mean, grad_mean = np.mean(window, axis=0)
+            loss_mean, grad_mean = torch.stack(window).mean(0).tolist()
             line = (f"dit step {step + 1:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | "
                     f"lr {optimizer.param_groups[0]['lr']:.2e} | {1000 * elapsed / len(window):.0f} ms/step | "
                     f"{train.dit_batch_size * len(window) / elapsed:.1f} clips/s | {tokens_seen / elapsed:,.0f} tok/s")
@@ -450,10 +451,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             log(out_dir, line)
             tick, window, tokens_seen = time.perf_counter(), [], 0
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
-            means = (bin_sums / bin_counts.clamp(min=1)).tolist()
-            log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m:.4f}"
+            means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
+            log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}"
                                                        for i, m in enumerate(means)))
-            bin_sums, bin_counts = torch.zeros(4), torch.zeros(4)
+            bin_sums, bin_counts = torch.zeros_like(bin_sums), torch.zeros_like(bin_counts)
         if (step + 1) % train.sample_every == 0 and step + 1 < steps:
             write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
                           os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
