@@ -544,6 +544,39 @@ def parse(text):
     return motions
 
 
+def expand_prompt(prompt, rng, config=None):
+    """Prompt expansion: a short or partial prompt -> a dense caption of the training grammar.
+
+    Sora (like DALL-E 3) rewrites short user prompts into the detailed captions its model was trained on, with
+    a language model. Our grammar is known, so `parse` reads what the user said and everything left out is drawn
+    at random from `rng`, as the training data draws it: a direction (or still, with config.still_prob), a speed,
+    and whether the digit bounces. An empty prompt gets the world's random digits too. What the user said is
+    kept: parse(expanded) agrees with parse(prompt) wherever the prompt is not None.
+
+        expand_prompt("a 3 and a 7", np.random.default_rng(0))
+        -> e.g. 'The digit 3 moves down quickly, never touching a wall, and a 7 drifts left slowly and hits a wall.'
+    """
+    config = config or WorldConfig()
+    if prompt.strip():
+        asked = parse(prompt)  # an unknown word, or no digit named, is an error that says what is accepted
+    else:
+        count = rng.integers(config.min_digits, config.max_digits + 1)
+        asked = [DigitMotion(int(d)) for d in rng.integers(10, size=count)]
+    motions = []
+    for m in asked:
+        direction = m.direction
+        if direction is None:  # a speed or a bounce the user asked for means the digit moves
+            can_stay = m.speed is None and not m.bounces
+            direction = STILL if can_stay and rng.random() < config.still_prob else _pick(list(DIRECTIONS), rng)
+        if direction == STILL:
+            motions.append(DigitMotion(m.digit, STILL, None, False))
+            continue
+        speed = m.speed or _pick(SPEEDS, rng)
+        bounces = m.bounces if m.bounces is not None else bool(rng.random() < 0.5)
+        motions.append(DigitMotion(m.digit, direction, speed, bounces))
+    return caption(motions, rng)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The dataset: index -> (video, caption, ground truth), reproducible and worker-safe
 
@@ -625,6 +658,28 @@ def save_video(path, frames, fps=8):
         except Exception as e:  # imageio needs an ffmpeg backend for MP4, which is not a dependency here
             raise RuntimeError(f"writing {path} as MP4 failed ({e}); use a .gif, or pip install imageio-ffmpeg") from None
     os.replace(tmp, path)
+
+
+def load_video(path):
+    """Read a .gif, .mp4 or .png (an image is a 1-frame video) -> uint8 (F, H, W), grey; an error that names the
+    file and what is accepted if it cannot be read."""
+    import imageio.v3 as iio
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".mp4", ".png"):
+        raise ValueError(f"cannot read {path!r}: give a .gif or .mp4 video, or a .png image")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file at {path}")
+    try:
+        frames = np.asarray(iio.imread(path, index=None, **({"plugin": "pillow"} if ext != ".mp4" else {})))
+    except Exception as e:
+        hint = " (MP4 needs an ffmpeg backend: pip install imageio-ffmpeg, or give a .gif)" if ext == ".mp4" else ""
+        raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}){hint}") from None
+    if ext == ".png" or frames.ndim == 2:
+        frames = frames[None]  # an image is a 1-frame video: (1, H, W) or (1, H, W, channels)
+    if frames.ndim == 4:  # stored as colour: the world is grey, so average the colour channels
+        frames = frames[..., :3].mean(-1)
+    return frames.astype(np.uint8)  # (F, H, W)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -102,6 +102,38 @@ def loss(velocity_fn, x0, t, noise, frame_mask=None):
     return (per_frame * frame_mask).sum(dim=1) / frame_mask.sum(dim=1).clamp(min=1)  # (B,)
 
 
+GIVEN_KINDS = ("first", "last", "ends", "random")  # the frame sets sample_given_frames draws, equally likely
+
+
+def sample_given_frames(batch, frames, prob, generator=None):
+    """Which latent frames of each training clip are given clean: (B, f) bool, True = given.
+
+    With probability `prob` a clip becomes a prompting example (Sora's "prompting with images and videos"; the
+    masks follow Open-Sora): its first k frames are given (animate an image, extend forward), its last k
+    (extend backward), some of both ends (connect two videos, loop), or a random set. At least one frame is always
+    generated. Otherwise nothing is given: plain text-to-video. Drawn on the CPU, so a seed repeats on any device.
+    """
+    given = torch.zeros(batch, frames, dtype=torch.bool)  # (B, f)
+    if frames < 2 or prob <= 0:
+        return given  # an image has nothing to condition on
+    use = torch.rand(batch, generator=generator) < prob  # (B,)
+    kind = torch.randint(len(GIVEN_KINDS), (batch,), generator=generator)  # (B,) index into GIVEN_KINDS
+    index = torch.arange(frames)[None]  # (1, f)
+    k = torch.randint(1, frames, (batch, 1), generator=generator)  # (B, 1): 1 .. f-1 given frames
+    first, last = index < k, index >= frames - k  # (B, f) each
+    # Both ends: a >= 1 first and b >= 1 last frames with a + b <= f - 1 (needs f >= 3; for f = 2, just the first).
+    u = torch.rand(batch, 2, generator=generator)  # (B, 2)
+    a = 1 + (u[:, :1] * max(frames - 2, 1)).long()  # (B, 1) in 1 .. max(f - 2, 1)
+    b = (u[:, 1:] * (frames - 1 - a)).long() + (frames >= 3)  # (B, 1) in 1 .. f - 1 - a, or 0 when f = 2
+    ends = (index < a) | (index >= frames - b)  # (B, f)
+    chance = torch.rand(batch, frames, generator=generator) < 0.5  # (B, f): each frame given with probability 1/2
+    keep_one = torch.randint(frames, (batch, 1), generator=generator)  # (B, 1): a frame generated in every case
+    chance &= index != keep_one
+    given = torch.stack([first, last, ends, chance], 1)  # (B, kinds, f)
+    given = given.gather(1, kind.view(batch, 1, 1).expand(batch, 1, frames))[:, 0]  # (B, f): each clip's kind
+    return given & use[:, None]
+
+
 def loss_per_bin(t, per_sample_loss, bins=4):
     """Loss summed and counted per timestep bin [0, 1/bins), ... ; returns (sums (bins,), counts (bins,)),
     so a caller can accumulate over steps (and all-reduce across GPUs) before dividing."""

@@ -21,6 +21,7 @@ Every metric is calibrated: real clips score near the ceiling and a corruption a
     python evaluate.py --out-dir out --n 100 --json out/eval.json   # sample 100 clips per split, score them
     python evaluate.py --out-dir out --videos clips/                 # score GIFs on disk (format: --help)
     python evaluate.py --out-dir out --calibrate                     # the calibration table, in markdown
+    python evaluate.py --out-dir out --prompting --n 100             # image and video prompting (sample.py modes)
 """
 
 import argparse
@@ -771,20 +772,192 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     return report
 
 
-def read_video(path):
-    """A GIF (or a 1-frame PNG) -> uint8 (F, H, W), grey; an error naming the file if it cannot be read."""
-    import imageio.v3 as iio
+# ----------------------------------------------------------------------------------------------------------
+# Prompting with images and videos: are given frames kept, and does what follows them obey the world?
 
-    try:
-        frames = np.asarray(iio.imread(path, index=None, plugin="pillow"))
-    except Exception as e:
-        raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}); give GIFs such as sample.py "
-                         "writes, one clip per file") from None
-    if path.lower().endswith(".png"):
-        frames = frames[None]  # an image is a 1-frame video
-    if frames.ndim == 4:  # stored as colour: our clips are grey, so average the channels
-        frames = frames[..., :3].mean(-1)
-    return frames.astype(np.uint8)
+
+def position_errors(videos, centres, config, digit_size):
+    """Distance in pixels from each true digit centre to the nearest piece of ink in the same frame: (B, F), the
+    mean over a frame's digits. A frame with no ink counts digit_size (a whole digit off). videos: anything
+    as_frames takes, F frames; centres (B, F, N, 2) (x, y) where data.py's physics puts the digits."""
+    frames = as_frames(videos).cpu()  # (B, F, H, W)
+    B, num_frames = frames.shape[:2]
+    blobs = find_blobs(frames.flatten(0, 1), config.threshold, config.min_blob_mass * digit_size ** 2)
+    errors = np.full((B * num_frames, centres.shape[2]), float(digit_size))  # (B*F, N)
+    truth = centres.reshape(B * num_frames, -1, 2)  # (B*F, N, 2)
+    for k in np.unique(blobs.frame):
+        ink = blobs.centre[blobs.frame == k]  # (K, 2) the blobs of frame k
+        errors[k] = np.linalg.norm(truth[k][:, None] - ink[None], axis=-1).min(1)  # (N,)
+    return errors.mean(1).reshape(B, num_frames)  # (B, F)
+
+
+def psnr(videos, reference):
+    """PSNR in dB of videos against reference, both (B, 1, F, H, W) in [-1, 1], measured on the [0, 1] scale."""
+    mse = ((videos.float() - reference.float()) / 2).square().mean().item()
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def span_caption(scene, start, stop, rng):
+    """A caption of frames start .. stop - 1 of a scene: a bounce only counts if it happens inside the span."""
+    motions = [replace(m, bounces=any(start < b < stop - 1 for b in frames)) if m.direction != data.STILL else m
+               for m, frames in zip(scene.motions, scene.bounce_frames)]
+    return data.caption(motions, rng)
+
+
+def edited_motions(motions, kind, rng):
+    """The motions of a clip with one thing changed: the first digit ('digit') or its direction ('direction')."""
+    first = motions[0]
+    if kind == "digit":
+        first = replace(first, digit=int((first.digit + rng.integers(1, 10)) % 10))
+    else:  # a moving digit turns to another direction; a still one starts to move
+        options = [d for d in data.DIRECTIONS if d != first.direction]
+        first = replace(first, direction=options[rng.integers(len(options))], speed=first.speed or "slow")
+    return [first] + list(motions[1:])
+
+
+def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, strengths=(0.5, 0.7, 0.9),
+                       frames=0):
+    """Every prompting mode of sample.py on n val clips, with windows of `frames` frames (default: the training
+    clips'); prints three tables and returns the report.
+
+    - given frames kept: PSNR of the given frames in the output against the input, beside the VAE's own
+      reconstruction of the input (the best the decoder can do), for animate, extend and connect;
+    - the world continues: where data.py's physics puts the digit in the generated frames (known exactly: the
+      inputs are parts of longer clips, the prompt states the motion) against the ink found there, in the first
+      latent frame's worth of generated frames (next to the given ones) and in all; and the world metrics;
+    - edit: the first digit or its direction changed in the caption, SDEdit at each strength; the new prompt's
+      metrics, and how far the digit is from the source clip's path (what an edit should keep);
+    - loop: the jump from last to first frame against the typical frame-to-frame change (mean absolute pixel
+      difference), and the same ratio for real clips, which do not loop.
+    """
+    import sample
+
+    config = config or EvalConfig()
+    device = torch.device(device)
+    vae = sample.load_vae(out_dir, device)
+    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    models = (vae, text_encoder, dit)
+    world = data.WorldConfig(**checkpoint["config"]["world"])
+    diffusion = checkpoint["config"]["diffusion"]
+    sampling = dict(steps=diffusion["sample_steps"], guidance_scale=diffusion["guidance_scale"], shift=diffusion["shift"])
+    classifier, accuracy, _ = evaluation_networks(out_dir, world, config, device)
+    F_, k, s = frames or world.frames, vae.config.temporal_factor, world.digit_size
+    forward, backward = (sample.default_context(vae, F_, mode) for mode in ("forward", "backward"))
+    start, end = sample.default_context(vae, F_, "connect")
+    # Clips twice the window long, so that every continuation has a ground truth to be compared with.
+    T = 2 * F_ - 1
+    long_world = replace(world, frames=T)
+    dataset = data.MovingDigits(long_world, "val", seed=seed, glyph_cache=out_dir)
+    items = [dataset[i] for i in range(2 * n)]  # the second n are the B clips of connect
+    clips = data.to_model_range(torch.stack([item["video"] for item in items])).to(device)  # (2n, 1, T, H, W)
+    scenes = [item["scene"] for item in items]
+    rng = np.random.default_rng(seed)
+
+    def batches(fn, count=n):  # run fn(index slice) over the n clips in batches; concatenate its videos
+        return torch.cat([fn(slice(i, min(count, i + config.batch_size))).cpu()
+                          for i in tqdm(range(0, count, config.batch_size), leave=False, desc="prompting")])
+
+    @torch.no_grad()
+    def recon(videos):  # the VAE's own reconstruction: the best the decoder can do with these frames
+        return batches(lambda i: vae.decode_latents(vae.encode_latents(videos[i].to(device))).clamp(-1, 1),
+                       len(videos))
+
+    def world_row(videos, prompts, centres, first, generated, given=None, source=None):
+        """The metrics of one mode: given-frame PSNR, position errors, world metrics."""
+        errors = position_errors(videos, centres, config, s)  # (n, frames)
+        row = {"clips": len(videos), **summarize(score_videos(videos, prompts, world, classifier, config)),
+               "position_error_first": float(errors[:, first].mean()),
+               "position_error_all": float(errors[:, generated].mean())}
+        if given is not None:
+            out_frames, source_frames = given
+            row["given_psnr"] = psnr(videos[:, :, out_frames], source[:, :, source_frames])
+            row["vae_psnr"] = psnr(recon(source)[:, :, source_frames], source[:, :, source_frames])
+        return row
+
+    centres = np.stack([scene.centers for scene in scenes])  # (2n, T, N, 2)
+    report = {"out_dir": out_dir, "n": n, "seed": seed, "frames": F_, "world": asdict(world),
+              "classifier_accuracy": accuracy,
+              "context": {"forward": forward, "backward": backward, "connect": [start, end]}, "modes": {}}
+    modes = report["modes"]
+
+    # ---- animate: frame 0 of each clip, the caption of its first F frames
+    prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[:n]]
+    source = clips[:n, :, :F_].cpu()
+    videos = batches(lambda i: sample.animate(models, clips[i, :, :1], prompts[i], F_, seed=seed + i.start, **sampling))
+    modes["animate"] = world_row(videos, prompts, centres[:n, :F_], slice(1, 1 + k), slice(1, F_),
+                                 (slice(0, 1), slice(0, 1)), source)
+    # ---- extend forward: the first F frames are the input; output frames F .. 2F - forward - 1 are new
+    length = 2 * F_ - forward
+    prompts = [span_caption(scene, 0, length, rng) for scene in scenes[:n]]
+    videos = batches(lambda i: sample.extend(models, clips[i, :, :F_], prompts[i], F_, "forward", forward,
+                                             seed=seed + i.start, **sampling))
+    modes["extend forward"] = world_row(videos, prompts, centres[:n, :length], slice(F_, F_ + k),
+                                        slice(F_, length), (slice(F_ - forward, F_), slice(F_ - forward, F_)),
+                                        source)
+    # ---- extend backward: the last F frames are the input; the F - backward frames before them are new
+    length, skip = 2 * F_ - backward, T - (2 * F_ - backward)
+    prompts = [span_caption(scene, skip, T, rng) for scene in scenes[:n]]
+    source = clips[:n, :, T - F_:].cpu()
+    new = F_ - backward  # output frames 0 .. new - 1 are generated, new .. F - 1 are the given start of the input
+    videos = batches(lambda i: sample.extend(models, clips[i, :, T - F_:], prompts[i], F_, "backward", backward,
+                                             seed=seed + i.start, **sampling))
+    modes["extend backward"] = world_row(videos, prompts, centres[:n, skip:], slice(max(0, new - k), new), slice(0, new),
+                                         (slice(new, F_), slice(0, backward)), source)
+    # ---- connect: clip A's first F frames, then clip B's; only the given frames have a truth here
+    prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[n:]]  # the clip it ends in
+    videos = batches(lambda i: sample.connect(models, clips[i, :, :F_], clips[n + i.start:n + i.stop, :, :F_],
+                                              prompts[i], F_, (start, end), seed=seed + i.start, **sampling))
+    a, b = clips[:n, :, :F_].cpu(), clips[n:, :, :F_].cpu()
+    modes["connect"] = {"clips": n, "given_psnr": psnr(torch.cat([videos[:, :, F_ - start:F_],
+                                                                  videos[:, :, 2 * F_ - start - end:2 * F_ - start]], 2),
+                                                       torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2)),
+                        "vae_psnr": psnr(torch.cat([recon(a)[:, :, F_ - start:], recon(b)[:, :, :end]], 2),
+                                         torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2))}
+
+    # ---- edit: change the first digit, or its direction, in the caption of a real clip; SDEdit at each strength
+    source = clips[:n, :, :F_]
+    for kind in ("digit", "direction"):
+        asked = [edited_motions(scene.motions, kind, rng) for scene in scenes[:n]]
+        prompts = [data.caption(motions, rng) for motions in asked]
+        for strength in strengths:
+            videos = batches(lambda i: sample.edit(models, source[i], prompts[i], strength, seed=seed + i.start,
+                                                   **sampling))
+            row = {"clips": n, **summarize(score_videos(videos, asked, world, classifier, config))}
+            row["source_position_error"] = float(position_errors(videos, centres[:n, :F_], config, s).mean())
+            modes[f"edit {kind} @ {strength}"] = row
+
+    # ---- loop: seam jump / typical step, for the loops and for real clips
+    def seam_ratio(videos):
+        x = as_frames(videos)  # (B, F, H, W)
+        steps = (x[:, 1:] - x[:, :-1]).abs().mean((2, 3))  # (B, F - 1)
+        seam = (x[:, 0] - x[:, -1]).abs().mean((1, 2))  # (B,)
+        return float(seam.mean() / steps.mean())
+
+    prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[:n]]
+    videos = batches(lambda i: sample.loop(models, prompts[i], F_, world.height, world.width, (start, end),
+                                           seed=seed + i.start, **sampling))
+    modes["loop"] = {"clips": n, "seam_ratio": seam_ratio(videos), "seam_ratio_real": seam_ratio(clips[:n, :, :F_]),
+                     **summarize(score_videos(videos, prompts, world, classifier, config))}
+    print(prompting_tables(report))
+    if json_path:
+        write_json(json_path, report)
+        print(f"wrote {json_path}")
+    return report
+
+
+def prompting_tables(report):
+    """The report of evaluate_prompting as three markdown tables."""
+    cell = lambda v: "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+    modes = report["modes"]
+    table = lambda columns, rows: "\n".join(
+        ["| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        + [f"| {name} | " + " | ".join(cell(modes[name].get(c)) for c in columns) + " |" for name in rows])
+    kept = ("clips", "given_psnr", "vae_psnr", "position_error_first", "position_error_all", "identity", "direction",
+            "speed", "count", "persistence", "physics")
+    edits = ("clips", "identity", "direction", "speed", "count", "persistence", "source_position_error")
+    return "\n\n".join([table(kept, ("animate", "extend forward", "extend backward", "connect")),
+                         table(edits, [name for name in modes if name.startswith("edit")]),
+                         table(("clips", "seam_ratio", "seam_ratio_real", "identity", "count"), ("loop",))])
 
 
 def read_prompts(folder):
@@ -813,7 +986,7 @@ def evaluate_videos(folder, world, classifier, encoder, config, cache_dir=""):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is listed in {folder}/prompts.txt but does not exist")
-        videos.append(read_video(path))
+        videos.append(data.load_video(path))
         if videos[-1].shape != videos[0].shape:
             raise ValueError(f"{path} is {videos[-1].shape} (F, H, W) but {next(iter(prompts))} is "
                              f"{videos[0].shape}; score videos of one size at a time")
@@ -863,6 +1036,10 @@ def main(argv=None):
     parser.add_argument("--json", default="", help="write the full report (every video's scores too) here")
     parser.add_argument("--videos", default="", help="score the GIFs in this folder instead of sampling")
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (real vs corrupted)")
+    parser.add_argument("--prompting", action="store_true", help="evaluate sample.py's image and video prompting "
+                        "modes (animate, extend, connect, edit, loop) on --n val clips")
+    parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.7, 0.9],
+                        help="--prompting: the SDEdit strengths to measure")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     data.add_config_flags(parser, EvalConfig)
     data.add_config_flags(parser, data.WorldConfig, "world-")
@@ -872,6 +1049,9 @@ def main(argv=None):
     from sample import pick_device
 
     config, device = data.config_from_args(EvalConfig, args), pick_device(args.device)
+    if args.prompting:
+        evaluate_prompting(args.out_dir, args.n, device, config.seed, args.json or None, config, args.strengths)
+        return
     if not (args.videos or args.calibrate):
         evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config)
         return

@@ -8,16 +8,27 @@ the checkpoints in --out-dir.
     python sample.py --prompt "a 3 moves left slowly" --out three.gif
     python sample.py --prompt "a 7 moves up quickly" --prompt "the digit 0 stays still" --n 2 --seed 1
     python sample.py --prompt "a 5 moves down quickly" --frames 1 --out five.png      # a single image
+
+Prompting with images and videos (the report's section of that name), each one flag; the model was trained
+with some latent frames given clean (train.py, given_prob), so it continues what it is shown:
+
+    python sample.py --image five.png --prompt "a 5 moves down quickly"                     # animate an image
+    python sample.py --extend clip.gif --direction forward --prompt "..."                   # or backward
+    python sample.py --edit clip.gif --strength 0.7 --prompt "a 6 moves left slowly"         # SDEdit
+    python sample.py --connect a.gif b.gif --prompt "..."                                    # a transition
+    python sample.py --loop --prompt "a 2 moves up quickly"                                  # a seamless loop
+    python sample.py --expand --prompt "a 3"                       # prompt expansion into a full caption
 """
 
 import argparse
 import os
 import sys
 
+import numpy as np
 import torch
 
 import data
-from diffusion import DiffusionConfig, sample
+from diffusion import DiffusionConfig, add_noise, sample
 from dit import DiT, DiTConfig
 from text_encoder import TextEncoder, TextEncoderConfig, tokenize
 from vae import VAEConfig, VideoVAE
@@ -91,22 +102,194 @@ def check_size(vae, dit, frames, height, width):
 
 @torch.no_grad()
 def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, guidance_scale=4.0, shift=1.0,
-             seed=0):
+             seed=0, given=None, edit=None, strength=1.0):
     """Videos (B, 1, F, H, W) in [-1, 1] for B prompts. The noise is drawn on the CPU from `seed`, so a seed gives
-    the same video on every device."""
+    the same video on every device.
+
+    given: (latents (B, c, f, h, w), given (B, f) bool) from `given_window`: the latent frames marked True are
+        kept exactly, and the model is told they are clean (t = 0 there), as in training.
+    edit: latents (B, c, f, h, w) of videos to edit (SDEdit): they are noised to t = strength and denoised
+        from there with the prompts, so strength 0 keeps them and strength 1 is plain text-to-video.
+    """
     check_size(vae, dit, frames, height, width)
     device = next(dit.parameters()).device
     B = len(prompts)
     latent_shape = vae.latent_shape(frames, height, width)  # (c, f, h, w)
     noise = torch.randn((B, *latent_shape), generator=torch.Generator().manual_seed(seed)).to(device)
+    given_latents, given_frames = given if given is not None else (None, None)
+    if edit is not None:
+        noise = add_noise(edit, noise, torch.full((B,), strength, device=device))  # (B, c, f, h, w) at t = strength
     # Rows [:B] carry the prompts, rows [B:] the empty caption: the unconditional half of guidance.
     captions = prompts + [""] * B if guidance_scale != 1 else prompts
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         text, mask, pooled = text_encoder.encode(captions)  # (2B, S, E), (2B, S), (2B, E)
         velocity_fn = lambda x, t: dit(x, t, text[:len(x)], mask[:len(x)], pooled[:len(x)])
-        latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale)  # (B, c, f, h, w)
+        latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale,
+                         given_latents=given_latents, given_frames=given_frames,
+                         t_start=strength if edit is not None else 1.0)  # (B, c, f, h, w)
         videos = vae.decode_latents(latents.float())
     return videos.float().clamp(-1, 1)  # (B, 1, F, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompting with images and videos
+#
+# The causal VAE (temporal factor k, 4 by default) turns F = 1 + k (f - 1) frames into f latent frames: latent
+# frame 0 is pixel frame 0 alone (so an image is exactly one latent frame) and latent frame j >= 1 holds pixel
+# frames k (j - 1) + 1 .. k j. Given pixels must therefore fill whole latent frames: the first 1 + k m frames of a
+# clip (animate, extend forward, the start of connect), or k m frames that start at pixel 1 + k j (extend
+# backward, the end of connect and loop). All inputs are (B, 1, n, H, W) in [-1, 1].
+
+
+@torch.no_grad()
+def encode_given(vae, video, start):
+    """Latents (B, c, m, h, w) of `video` (B, 1, n, H, W) as pixel frames start .. start + n - 1 of a longer clip.
+
+    start = 0 needs n = 1 + k m; start = 1 + k j needs n = k m. A clip that starts later is preceded by frames
+    nobody gave: the causal encoder sees the video's first frame repeated there, the same thing its padding shows
+    it at the start of every clip, and only the latents of the given frames are kept."""
+    k, n = vae.config.temporal_factor, video.shape[2]
+    if start == 0:
+        if (n - 1) % k:
+            raise ValueError(f"a clip's first given frames must number 1 + {k}m: got {n}")
+        return vae.encode_latents(video)  # (B, c, 1 + (n - 1) / k, h, w)
+    if (start - 1) % k or n % k:
+        raise ValueError(f"given frames that start at pixel {start} must start at 1 + {k}j and number {k}m: got {n}")
+    before = video[:, :, :1].expand(-1, -1, start, -1, -1)  # (B, 1, start, H, W)
+    latents = vae.encode_latents(torch.cat([before, video], 2))  # (B, c, 1 + (start + n - 1) / k, h, w)
+    return latents[:, :, 1 + (start - 1) // k:]  # (B, c, n / k, h, w): the latent frames of the given pixels
+
+
+def given_window(vae, segments, frames, height, width):
+    """Given pixel segments [(start, video (B, 1, n, H, W))] of a `frames`-frame window -> (latents (B, c, f, h, w),
+    given (B, f) bool), the `given` argument of `generate`. Frames no segment covers are generated."""
+    B, device = segments[0][1].shape[0], segments[0][1].device
+    c, f, h, w = vae.latent_shape(frames, height, width)
+    k = vae.config.temporal_factor
+    latents = torch.zeros(B, c, f, h, w, device=device)
+    given = torch.zeros(B, f, dtype=torch.bool, device=device)
+    for start, video in segments:
+        z = encode_given(vae, video, start).float()  # (B, c, m, h, w)
+        first = 0 if start == 0 else 1 + (start - 1) // k  # the latent frame that holds pixel `start`
+        if first + z.shape[2] > f:
+            raise ValueError(f"{video.shape[2]} given frames from frame {start} do not fit a {frames}-frame window")
+        latents[:, :, first:first + z.shape[2]] = z
+        given[:, first:first + z.shape[2]] = True
+    if given.all():
+        raise ValueError(f"the given frames fill the whole {frames}-frame window: nothing is left to generate; "
+                         "give fewer frames (--context) or a longer window (--frames)")
+    return latents, given
+
+
+@torch.no_grad()
+def decode_end_in_context(vae, window, end_video):
+    """Given frames at the END of a window (extend backward, connect, loop) were encoded after a still frame (see
+    `encode_given`), but the causal decoder decodes them after the generated frames, so they come out blurred by
+    that mismatch. Sending the generated frames followed by the given ones through the VAE once more gives the
+    decoder latents encoded in the right context; frames before the given ones are kept as they were (the
+    decoder is causal, so later latents never change them). window (B, 1, F, H, W); end_video (B, 1, n, H, W)."""
+    start = window.shape[2] - end_video.shape[2]
+    joined = torch.cat([window[:, :, :start], end_video], 2)  # (B, 1, F, H, W)
+    again = vae.decode_latents(vae.encode_latents(joined)).float().clamp(-1, 1)  # (B, 1, F, H, W)
+    return torch.cat([window[:, :, :start], again[:, :, start:]], 2)
+
+
+def default_context(vae, frames, mode):
+    """How many pixel frames of the input the window is given by default: about half of it for extension, a
+    third at each end for connect and loop, always whole latent frames and always leaving some to generate."""
+    k = vae.config.temporal_factor
+    f = 1 + (frames - 1) // k  # latent frames of the window
+    if f < 2:
+        raise ValueError(f"a {frames}-frame window is one latent frame: nothing is left to generate beside the "
+                         f"given frames; use --frames {1 + 2 * k} or more")
+    if mode == "forward":
+        return 1 + k * (min(f - 1, (f + 1) // 2) - 1)  # the first latent frames
+    if mode == "backward":
+        return k * max(1, f // 2)  # the last latent frames
+    m = max(1, (f - 1) // 3)  # connect / loop: m latent frames at each end
+    return 1 + k * (m - 1), k * m  # (frames of the first video's end, frames of the second one's start)
+
+
+def check_context(vae, context, available, kind):
+    """A clear error unless `context` given frames are valid for `kind` ('start': 1 + k m, 'end': k m) and the
+    input has at least that many."""
+    k = vae.config.temporal_factor
+    valid = context >= 1 and (context - 1) % k == 0 if kind == "start" else context >= k and context % k == 0
+    rule = f"1 + {k}m (1, {1 + k}, {1 + 2 * k}, ...)" if kind == "start" else f"{k}m ({k}, {2 * k}, ...)"
+    if not valid:
+        raise ValueError(f"--context {context}: given frames at the {kind} of the window must number {rule}, "
+                         "so that they fill whole latent frames")
+    if available < context:
+        raise ValueError(f"the input has {available} frames but {context} are to be given; give a longer video "
+                         f"or a smaller --context ({rule})")
+
+
+def animate(models, images, prompts, frames, seed=0, **sampling):
+    """Image-to-video: images (B, 1, 1, H, W) become frame 0 of `frames`-frame videos (B, 1, frames, H, W).
+    The causal VAE encodes an image to exactly the first latent frame, so the model conditions on that image."""
+    vae = models[0]
+    H, W = images.shape[-2:]
+    given = given_window(vae, [(0, images)], frames, H, W)
+    return generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+
+
+def extend(models, videos, prompts, frames, direction="forward", context=0, seed=0, **sampling):
+    """Extend videos (B, 1, n, H, W) in time with a `frames`-frame window that overlaps them by `context` frames.
+
+    forward: the videos' last `context` frames (1 + k m) open the window, the rest of it is new; returns the
+        videos followed by the new frames, (B, 1, n - context + frames, H, W).
+    backward: the videos' first `context` frames (k m) close the window; returns the new frames followed by the
+        videos. Because the encoder is causal, their latents are computed after the first frame held still
+        (see `encode_given`)."""
+    vae = models[0]
+    n, (H, W) = videos.shape[2], videos.shape[-2:]
+    context = context or default_context(vae, frames, direction)
+    if direction == "forward":
+        check_context(vae, context, n, "start")
+        given = given_window(vae, [(0, videos[:, :, n - context:])], frames, H, W)
+        window = generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+        return torch.cat([videos[:, :, :n - context], window], 2)
+    if direction == "backward":
+        check_context(vae, context, n, "end")
+        given = given_window(vae, [(frames - context, videos[:, :, :context])], frames, H, W)
+        window = generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+        window = decode_end_in_context(vae, window, videos[:, :, :context])
+        return torch.cat([window, videos[:, :, context:]], 2)
+    raise ValueError(f"direction must be 'forward' or 'backward': got {direction!r}")
+
+
+def edit(models, videos, prompts, strength, seed=0, **sampling):
+    """SDEdit: noise the videos' latents (B, 1, n, H, W) to t = strength and denoise them with new prompts. Low
+    strength keeps layout and motion and can change little; high strength follows the prompt and keeps less."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1]: got {strength}")
+    vae = models[0]
+    n, (H, W) = videos.shape[2], videos.shape[-2:]
+    return generate(*models, prompts, n, H, W, seed=seed, edit=vae.encode_latents(videos).float(),
+                    strength=strength, **sampling)
+
+
+def connect(models, first, second, prompts, frames, context=(0, 0), seed=0, **sampling):
+    """A transition: a `frames`-frame window opens with the last context[0] frames of `first` (1 + k m) and
+    closes with the first context[1] frames of `second` (k m); returns first, the new frames, then second."""
+    vae = models[0]
+    (H, W), defaults = first.shape[-2:], default_context(vae, frames, "connect")
+    start, end = context[0] or defaults[0], context[1] or defaults[1]
+    check_context(vae, start, first.shape[2], "start")
+    check_context(vae, end, second.shape[2], "end")
+    segments = [(0, first[:, :, first.shape[2] - start:]), (frames - end, second[:, :, :end])]
+    window = generate(*models, prompts, frames, H, W, seed=seed, given=given_window(vae, segments, frames, H, W),
+                      **sampling)
+    window = decode_end_in_context(vae, window, second[:, :, :end])
+    return torch.cat([first[:, :, :first.shape[2] - start], window, second[:, :, end:]], 2)
+
+
+def loop(models, prompts, frames, height, width, context=(0, 0), seed=0, **sampling):
+    """A video whose last frame flows into its first: sample a clip, then connect its end back to its start and
+    keep the clip plus the transition (without the copy of the clip's start that ends the transition)."""
+    clip = generate(*models, prompts, frames, height, width, seed=seed, **sampling)  # (B, 1, F, H, W)
+    joined = connect(models, clip, clip, prompts, frames, context, seed=seed + 1, **sampling)
+    return joined[:, :, :joined.shape[2] - frames]  # drops the final copy of the clip
 
 
 def warn_unknown_words(prompt):
@@ -118,14 +301,32 @@ def warn_unknown_words(prompt):
               file=sys.stderr)
 
 
+def read_input(path, what, device):
+    """A video or image file -> (1, 1, n, H, W) in [-1, 1] on device, with errors that say what is accepted."""
+    video = data.load_video(path)  # (n, H, W) uint8
+    if what == "image" and len(video) != 1:
+        raise ValueError(f"--image {path} has {len(video)} frames; give a still image (.png), or continue a video "
+                         "with --extend")
+    return data.to_model_range(torch.from_numpy(video))[None].to(device)  # (1, 1, n, H, W)
+
+
+def pad_time(video, before, after):
+    """Black frames around (B, 1, n, H, W) in time, to line an input up with the output it is shown beside."""
+    blank = lambda n: torch.full((*video.shape[:2], n, *video.shape[3:]), -1.0, device=video.device)
+    return torch.cat([blank(before), video, blank(after)], 2)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Sample videos from the checkpoints in --out-dir.")
+    parser = argparse.ArgumentParser(description="Sample videos from the checkpoints in --out-dir: from text, or "
+                                     "prompted with an image or videos (at most one of --image, --extend, --edit, "
+                                     "--connect, --loop).")
     parser.add_argument("--out-dir", default="out", help="folder with vae.pt and dit.pt from train.py")
     parser.add_argument("--prompt", action="append", default=[], help="a caption; repeat for several")
     parser.add_argument("--n", type=int, default=1, help="samples per prompt (a grid if more than one video)")
-    parser.add_argument("--frames", type=int, default=0, help="F; 1 writes an image (default: the training clips')")
-    parser.add_argument("--height", type=int, default=0, help="H (default: the training clips')")
-    parser.add_argument("--width", type=int, default=0, help="W (default: the training clips')")
+    parser.add_argument("--frames", type=int, default=0, help="F; 1 writes an image (default: the training clips'). "
+                        "With an input video, the length of the window that is sampled")
+    parser.add_argument("--height", type=int, default=0, help="H (default: the training clips', or the input's)")
+    parser.add_argument("--width", type=int, default=0, help="W (default: the training clips', or the input's)")
     parser.add_argument("--steps", type=int, default=0, help="Euler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, default=-1.0, help="guidance scale; 1 = none (default: checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -133,34 +334,123 @@ def main(argv=None):
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     parser.add_argument("--out", default="", help=".gif, .mp4 or (1 frame) .png; default out-dir/sample.gif|png")
+    modes = parser.add_argument_group("prompting with images and videos")
+    modes.add_argument("--image", default="", help="animate this still image (.png): it becomes frame 0")
+    modes.add_argument("--extend", default="", help="continue this video (.gif/.mp4) in time")
+    modes.add_argument("--direction", default="forward", choices=("forward", "backward"),
+                       help="--extend: forward adds frames after the end, backward before the start")
+    modes.add_argument("--edit", default="", help="SDEdit this video (.gif/.mp4) with the prompt")
+    modes.add_argument("--strength", type=float, default=0.7, help="--edit: noise level t to edit from, (0, 1]; "
+                       "higher follows the prompt more and keeps less of the video")
+    modes.add_argument("--connect", nargs=2, default=None, metavar=("A", "B"),
+                       help="a video that begins as A ends and ends as B begins")
+    modes.add_argument("--loop", action="store_true", help="a video whose last frame flows into its first")
+    modes.add_argument("--context", type=int, nargs="+", default=[0], metavar="N",
+                       help="given frames of the input: --extend forward 1+4m, backward 4m; --connect/--loop two "
+                            "numbers, the end of A (1+4m) and the start of B (4m) (default: about half, a third)")
+    modes.add_argument("--expand", action="store_true", help="complete each prompt into a full caption of the "
+                       "training grammar (unsaid attributes drawn from --seed) and print it")
+    modes.add_argument("--side-by-side", action="store_true", help="write the input(s) beside the output")
     args = parser.parse_args(argv)
+    mode = [name for name in ("image", "extend", "edit", "connect", "loop") if getattr(args, name)]
+    if len(mode) > 1:
+        parser.error(f"choose one of --image, --extend, --edit, --connect, --loop: got {', '.join(mode)}")
+    mode = mode[0] if mode else "text"
     if not args.prompt:
         parser.error('give at least one --prompt, e.g. --prompt "a 3 moves left slowly"')
     if args.n < 1:
         parser.error(f"--n must be at least 1: got {args.n}")
+    if args.side_by_side and mode in ("text", "loop"):
+        parser.error("--side-by-side shows the input beside the output: use it with --image, --extend, --edit "
+                     "or --connect")
 
     device = pick_device(args.device)
     vae = load_vae(args.out_dir, device)
     text_encoder, dit, checkpoint = load_text_to_video(args.out_dir, device, ema=not args.no_ema)
+    models = (vae, text_encoder, dit)
     world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
-    frames, height, width = args.frames or world["frames"], args.height or world["height"], args.width or world["width"]
-    out = args.out or os.path.join(args.out_dir, "sample.png" if frames == 1 else "sample.gif")
-    if frames == 1 and not out.endswith(".png") or frames > 1 and out.endswith(".png"):
-        parser.error(f"--out {out}: a 1-frame sample is written as .png, a video as .gif or .mp4")
+    sampling = dict(steps=args.steps or diffusion.sample_steps, shift=diffusion.shift,
+                    guidance_scale=diffusion.guidance_scale if args.cfg < 0 else args.cfg)
+
+    # ---- inputs: read, checked against each other and against the asked size
+    paths = {"image": [args.image], "extend": [args.extend], "edit": [args.edit]}.get(mode, args.connect or [])
+    inputs = [read_input(path, mode, device) for path in paths]  # each (1, 1, n, H, W)
+    height, width = args.height or world["height"], args.width or world["width"]
+    if inputs:
+        in_height, in_width = inputs[0].shape[-2:]
+        for path, video in zip(paths, inputs):
+            if video.shape[-2:] != (in_height, in_width) or (args.height or in_height, args.width or in_width) != (
+                    in_height, in_width):
+                raise ValueError(f"{path} is {video.shape[-1]}x{video.shape[-2]} (WxH) but the output is to be "
+                                 f"{args.width or in_width}x{args.height or in_height}; prompting keeps the input's "
+                                 "size: resize it (or drop --height/--width)")
+        height, width = in_height, in_width
+    frames = args.frames or world["frames"]
+    if mode == "edit":
+        frames = inputs[0].shape[2]  # an edit keeps the video's length
+        if args.frames and args.frames != frames:
+            parser.error(f"--edit keeps the video's length ({frames} frames): drop --frames")
+    if mode != "text" and frames < 2:
+        parser.error(f"--{mode} makes a video: --frames must be a video length such as {world['frames']}")
+    try:
+        check_size(vae, dit, frames, height, width)
+    except ValueError as e:
+        raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
+
+    # ---- prompts
+    rng = np.random.default_rng(args.seed)
+    if args.expand:
+        world_config = data.WorldConfig(**world)
+        args.prompt = [data.expand_prompt(p, rng, world_config) for p in args.prompt]
     for prompt in args.prompt:
         tokenize([prompt], text_encoder.config.max_len)  # unknown characters or an over-long prompt: stop here
         warn_unknown_words(prompt)
-
     prompts = [p for p in args.prompt for _ in range(args.n)]
-    videos = generate(vae, text_encoder, dit, prompts, frames, height, width, steps=args.steps or diffusion.sample_steps,
-                      guidance_scale=diffusion.guidance_scale if args.cfg < 0 else args.cfg, shift=diffusion.shift,
-                      seed=args.seed)
-    single = len(prompts) == 1  # one video is written at exactly the asked size, without the grid's border
-    data.save_video(out, data.video_grid(videos, columns=args.n, pad=0 if single else 2), fps=args.fps)
+    B = len(prompts)
+    inputs = [video.expand(B, -1, -1, -1, -1) for video in inputs]  # (B, 1, n, H, W): one input, B samples
+
+    # ---- sample
+    context = args.context + [0] * (2 - len(args.context))
+    shown = []  # inputs lined up in time with the output, for --side-by-side
+    if mode == "text":
+        videos = generate(*models, prompts, frames, height, width, seed=args.seed, **sampling)
+    elif mode == "image":
+        videos = animate(models, inputs[0], prompts, frames, seed=args.seed, **sampling)
+        shown = [inputs[0].expand(-1, -1, frames, -1, -1)]
+    elif mode == "extend":
+        videos = extend(models, inputs[0], prompts, frames, args.direction, context[0], seed=args.seed, **sampling)
+        extra = videos.shape[2] - inputs[0].shape[2]
+        shown = [pad_time(inputs[0], 0, extra) if args.direction == "forward" else pad_time(inputs[0], extra, 0)]
+    elif mode == "edit":
+        videos = edit(models, inputs[0], prompts, args.strength, seed=args.seed, **sampling)
+        shown = [inputs[0]]
+    elif mode == "connect":
+        videos = connect(models, inputs[0], inputs[1], prompts, frames, context, seed=args.seed, **sampling)
+        shown = [pad_time(inputs[0], 0, videos.shape[2] - inputs[0].shape[2]),
+                 pad_time(inputs[1], videos.shape[2] - inputs[1].shape[2], 0)]
+    else:
+        videos = loop(models, prompts, frames, height, width, context, seed=args.seed, **sampling)
+
+    # ---- write
+    out = args.out or os.path.join(args.out_dir, "sample.png" if videos.shape[2] == 1 else "sample.gif")
+    if videos.shape[2] == 1 and not out.endswith(".png") or videos.shape[2] > 1 and out.endswith(".png"):
+        parser.error(f"--out {out}: a 1-frame sample is written as .png, a video as .gif or .mp4")
+    if args.side_by_side:  # each row: the input(s), then the output
+        columns = len(shown) + 1
+        videos_shown = torch.stack([*shown, videos], 1).flatten(0, 1)  # (B * columns, 1, F, H, W)
+        grid = data.video_grid(videos_shown, columns=columns)
+    else:
+        single = B == 1  # one video is written at exactly its size, without the grid's border
+        grid = data.video_grid(videos, columns=args.n, pad=0 if single else 2)
+    data.save_video(out, grid, fps=args.fps)
     for i, prompt in enumerate(args.prompt):
         print(f"{i}: {prompt}" + (f"  (row {i}, {args.n} samples)" if args.n > 1 else ""))
-    print(f"wrote {out} ({len(prompts)} x {frames} frames of {height}x{width})")
+    print(f"wrote {out} ({B} x {videos.shape[2]} frames of {height}x{width}"
+          + (f", {mode}" if mode != "text" else "") + (", input beside it" if args.side_by_side else "") + ")")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:  # bad input: the message says what to do; no traceback
+        sys.exit(f"sample.py: error: {e}")

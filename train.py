@@ -67,6 +67,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA of the DiT and text-encoder weights, used for sampling
     caption_dropout: float = 0.1  # share of captions replaced by "" so classifier-free guidance has an unconditional model
     dit_image_prob: float = 0.1  # share of steps on images (the first latent frame: the causal VAE's image latent)
+    given_prob: float = 0.25  # share of video clips with some latent frames given clean (image/video prompting)
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
@@ -370,10 +371,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                  f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M parameters, latent {latent_shape}, "
                  f"{tokens_per_clip} tokens per clip, {steps} steps of {train.dit_batch_size} clips")
 
-    def velocity_loss(latents, t, noise, captions):
+    def velocity_loss(latents, t, noise, captions, frame_mask):
         text, mask, pooled = text_encoder.encode(captions)  # (B, S, E), (B, S), (B, E)
         velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
-        return diffusion.loss(velocity_fn, latents, t, noise)  # (B,)
+        return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
 
     loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
 
@@ -422,8 +423,15 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         captions = drop_captions(captions, train.caption_dropout, generator)
         t = diffusion.sample_timesteps(len(captions), diffusion_config, generator, device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator).to(device)
+        # Prompting with images and videos: some clips get latent frames given clean. Those frames get t = 0
+        # (so x_t is the clean latent there) and no loss; the model learns to continue what it is shown.
+        given = diffusion.sample_given_frames(len(captions), latents.shape[2], train.given_prob, generator)  # (B, f)
+        frame_mask = None
+        if given.any():  # decided on the CPU: no GPU sync; a batch without given frames keeps t (B,)
+            given = given.to(device)
+            t, frame_mask = torch.where(given, 0.0, t[:, None]), ~given  # (B, f) each; frame_mask True = generated
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            per_sample_loss = loss_fn(latents, t, noise, captions)  # (B,)
+            per_sample_loss = loss_fn(latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

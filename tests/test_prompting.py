@@ -1,0 +1,263 @@
+"""Prompting with images and videos: which frames training gives clean, how given pixels map to latent frames,
+every sample.py mode end to end on a tiny model (sizes, given frames kept, errors), prompt expansion, reading
+videos, and the prompting evaluation's measurements and report."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import data
+import diffusion
+import evaluate
+import sample
+import train
+from dit import DiT
+from test_train_sample import TINY
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out_dir = str(tmp_path_factory.mktemp("prompting"))
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "2", "--given-prob", "1"])
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def models(trained):
+    vae = sample.load_vae(trained, CPU)
+    text_encoder, dit, _ = sample.load_text_to_video(trained, CPU)
+    return vae, text_encoder, dit
+
+
+def clip(frames, seed=0, index=0):
+    """A real val clip of the tiny world: (1, 1, frames, 32, 32) in [-1, 1], and its uint8 (frames, 32, 32)."""
+    world = data.WorldConfig(frames=frames, height=32, width=32, digit_size=16, max_digits=1, fast_speed=2,
+                             glyphs_per_digit=10)
+    video = data.MovingDigits(world, "val", seed=seed)[index]["video"]
+    return data.to_model_range(video)[None], video.numpy()
+
+
+# ---- training: which latent frames are given
+
+
+def test_given_frames_kinds_rates_and_at_least_one_generated():
+    generator = torch.Generator().manual_seed(0)
+    given = diffusion.sample_given_frames(4000, 5, 0.5, generator)  # (B, f)
+    assert given.shape == (4000, 5) and given.dtype == torch.bool
+    assert not given.all(1).any()  # something is always left to generate
+    prompted = given.any(1).float().mean().item()
+    assert 0.40 < prompted < 0.50  # prob 0.5, less the random sets that came out empty (1/4 * 1/16)
+    patterns = {tuple(row.tolist()) for row in given}
+    assert (True, False, False, False, False) in patterns  # the first frame: animate an image
+    assert (False, False, False, True, True) in patterns  # the last frames: extend backward
+    assert (True, True, False, False, True) in patterns  # both ends: connect
+    assert (False, True, False, True, False) in patterns  # a random set
+    assert not diffusion.sample_given_frames(10, 1, 1.0, generator).any()  # an image has nothing to condition on
+    assert not diffusion.sample_given_frames(10, 5, 0.0, generator).any()
+    a = diffusion.sample_given_frames(64, 3, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, diffusion.sample_given_frames(64, 3, 0.5, torch.Generator().manual_seed(1)))
+
+
+def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(tmp_path, monkeypatch):
+    seen = []
+    forward = DiT.forward
+
+    def spy(self, latents, t, *args):
+        if self.training:
+            seen.append((tuple(latents.shape), t.detach().clone()))
+        return forward(self, latents, t, *args)
+
+    monkeypatch.setattr(DiT, "forward", spy)
+    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "2", "--given-prob", "1", "--dit-image-prob", "0"])
+    for shape, t in seen:
+        B, f = shape[0], shape[2]
+        assert t.shape == (B, f)  # one timestep per latent frame
+        assert ((t == 0).any(1)).float().mean() > 0.5  # most clips have a given (t = 0) frame
+        assert (t > 0).any(1).all()  # and every clip has one to generate
+    seen.clear()
+    train.main(TINY + ["--out-dir", str(tmp_path / "plain"), "--steps", "1", "--given-prob", "0"])
+    assert all(t.shape == (shape[0],) for shape, t in seen)  # text-to-video keeps one timestep per clip
+
+
+# ---- how given pixel frames become latent frames
+
+
+def test_encode_given_maps_pixels_to_whole_latent_frames(models):
+    vae = models[0]
+    video, _ = clip(9)
+    whole = vae.encode_latents(video)  # (1, c, 3, h, w)
+    # The causal encoder: a clip's first 1 + 4m frames alone give exactly its first 1 + m latent frames.
+    torch.testing.assert_close(sample.encode_given(vae, video[:, :, :5], 0), whole[:, :, :2])
+    # Later frames are encoded after their first frame held still, and keep only their own latent frames.
+    late = sample.encode_given(vae, video[:, :, 5:], 5)  # pixels 5..8 = latent frame 2
+    still = torch.cat([video[:, :, 5:6].expand(-1, -1, 5, -1, -1), video[:, :, 5:]], 2)
+    torch.testing.assert_close(late, vae.encode_latents(still)[:, :, 2:])
+    with pytest.raises(ValueError, match="must number 1 \\+ 4m"):
+        sample.encode_given(vae, video[:, :, :4], 0)
+    with pytest.raises(ValueError, match="start at 1 \\+ 4j and number 4m"):
+        sample.encode_given(vae, video[:, :, :4], 3)
+    latents, given = sample.given_window(vae, [(0, video[:, :, :1]), (5, video[:, :, 5:])], 9, 32, 32)
+    assert given.tolist() == [[True, False, True]]
+    torch.testing.assert_close(latents[:, :, 1], torch.zeros_like(latents[:, :, 1]))
+    with pytest.raises(ValueError, match="nothing is left to generate"):
+        sample.given_window(vae, [(0, video)], 9, 32, 32)
+
+
+# ---- the modes
+
+
+def test_modes_keep_the_given_frames_and_have_the_right_length(models):
+    vae, sampling = models[0], dict(steps=2, guidance_scale=2.0)
+    video, _ = clip(13)
+    image = sample.animate(models, video[:, :, :1], ["a 3 moves left"], 9, **sampling)
+    assert image.shape == (1, 1, 9, 32, 32)
+    # The given first frame comes back as the VAE decodes it on its own: the causal decoder sees nothing else.
+    alone = vae.decode_latents(vae.encode_latents(video[:, :, :1]))
+    torch.testing.assert_close(image[:, :, :1], alone.clamp(-1, 1), atol=1e-4, rtol=0)
+
+    forward = sample.extend(models, video, ["a 3"], 9, "forward", 5, **sampling)
+    assert forward.shape[2] == 13 - 5 + 9 and torch.equal(forward[:, :, :8], video[:, :, :8])  # the input is kept
+    backward = sample.extend(models, video, ["a 3"], 9, "backward", 4, **sampling)
+    assert backward.shape[2] == 9 + 13 - 4 and torch.equal(backward[:, :, 9:], video[:, :, 4:])
+    first, second = video[:, :, :9], clip(9, index=1)[0]
+    joined = sample.connect(models, first, second, ["a 3"], 9, (1, 4), **sampling)
+    assert joined.shape[2] == 8 + 9 + 5 and torch.equal(joined[:, :, :8], first[:, :, :8])
+    assert torch.equal(joined[:, :, -5:], second[:, :, 4:])
+    edited = sample.edit(models, video[:, :, :9], ["a 6"], 0.5, **sampling)
+    assert edited.shape == (1, 1, 9, 32, 32)
+    looped = sample.loop(models, ["a 3", "a 4"], 9, 32, 32, **sampling)
+    assert looped.shape == (2, 1, 9 - 1 + 9 - 4, 32, 32)  # the clip, then the transition back to its start
+    with pytest.raises(ValueError, match="strength must be in"):
+        sample.edit(models, video[:, :, :9], ["a 6"], 0.0, **sampling)
+
+
+def test_sdedit_strength_sets_how_much_of_the_video_is_kept(models):
+    video = clip(9)[0]
+    recon = models[0].decode_latents(models[0].encode_latents(video)).clamp(-1, 1)
+    change = [(sample.edit(models, video, ["a 6"], s, steps=4) - recon).abs().mean().item() for s in (0.02, 1.0)]
+    assert change[0] < 0.02 < change[1]  # almost nothing at t = 0.02; strength 1 redraws from noise
+
+
+def write_inputs(folder):
+    _, video = clip(13)
+    paths = {"png": folder / "still.png", "gif": folder / "clip.gif", "b": folder / "b.gif"}
+    data.save_video(str(paths["png"]), video[:1])
+    data.save_video(str(paths["gif"]), video)
+    data.save_video(str(paths["b"]), clip(9, index=1)[1])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_every_mode_from_the_command_line_writes_its_output(trained, tmp_path, capsys):
+    paths = write_inputs(tmp_path)
+    out = str(tmp_path / "o.gif")
+    common = ["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 moves left slowly"]
+    cases = [(["--image", paths["png"]], (9, 32)), (["--extend", paths["gif"]], (13 - 5 + 9, 32)),
+             (["--extend", paths["gif"], "--direction", "backward"], (9 + 13 - 4, 32)),
+             (["--edit", paths["gif"], "--strength", "0.5"], (13, 32)),
+             (["--connect", paths["gif"], paths["b"]], (13 - 1 + 9 + 9 - 4, 32)),
+             (["--loop"], (9 - 1 + 9 - 4, 32)),
+             (["--extend", paths["gif"], "--side-by-side"], (17, 2 * 34 + 2))]
+    for flags, (frames, width) in cases:
+        sample.main(common + ["--frames", "9"] * ("--edit" not in flags) + flags)
+        assert iio.imread(out).shape[:3][::2] == (frames, width), flags
+    sample.main(["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 and a 7", "--expand"])
+    printed = capsys.readouterr().out.splitlines()[-2]  # "0: <the expanded caption>"
+    asked = data.parse(printed.split(": ", 1)[1])
+    assert [m.digit for m in asked] == [3, 7] and all(m.direction for m in asked)
+
+
+def test_mode_inputs_that_do_not_fit_say_what_is_accepted(trained, tmp_path):
+    paths = write_inputs(tmp_path)
+    common = ["--out-dir", trained, "--steps", "2", "--out", str(tmp_path / "o.gif"), "--prompt", "a 3"]
+    with pytest.raises(ValueError, match="has 13 frames; give a still image"):
+        sample.main(common + ["--image", paths["gif"]])
+    with pytest.raises(ValueError, match="give a .gif or .mp4 video, or a .png image"):
+        sample.main(common + ["--extend", str(tmp_path / "clip.txt")])
+    with pytest.raises(FileNotFoundError, match="no file at"):
+        sample.main(common + ["--edit", str(tmp_path / "missing.gif")])
+    (tmp_path / "bad.gif").write_bytes(b"not a gif")
+    with pytest.raises(ValueError, match="cannot read .*bad.gif"):
+        sample.main(common + ["--edit", str(tmp_path / "bad.gif")])
+    with pytest.raises(ValueError, match="--context 4: given frames at the start .* 1 \\+ 4m"):
+        sample.main(common + ["--extend", paths["gif"], "--context", "4", "--frames", "9"])
+    with pytest.raises(ValueError, match="the input has 13 frames but 17 are to be given"):
+        sample.main(common + ["--extend", paths["gif"], "--context", "17", "--frames", "21"])
+    with pytest.raises(ValueError, match="frames must be 1 \\+ 4k .* got 12"):
+        data.save_video(str(tmp_path / "twelve.gif"), clip(12)[1])
+        sample.main(common + ["--edit", str(tmp_path / "twelve.gif")])
+    data.save_video(str(tmp_path / "wide.gif"), np.zeros((9, 32, 48), np.uint8))
+    with pytest.raises(ValueError, match="wide.gif is 48x32 .* prompting keeps the input's size"):
+        sample.main(common + ["--connect", paths["b"], str(tmp_path / "wide.gif")])
+    with pytest.raises(SystemExit):  # argparse: two modes at once
+        sample.main(common + ["--loop", "--image", paths["png"]])
+    with pytest.raises(SystemExit):  # nothing to put beside the output
+        sample.main(common + ["--loop", "--side-by-side"])
+
+
+# ---- prompt expansion and reading videos
+
+
+def test_expand_prompt_keeps_what_was_said_and_fills_the_rest():
+    rng = np.random.default_rng(0)
+    for prompt in ("a 3 and a 7", "a fast 5", "the digit 2 moves left", "an 8 moves up slowly and bounces",
+                   "a 9 stays still", "4 never touching a wall", ""):
+        for _ in range(20):
+            expanded = data.expand_prompt(prompt, rng)
+            full = data.parse(expanded)
+            assert all(m.direction and (m.speed or m.direction == data.STILL) and m.bounces is not None
+                       for m in full), expanded
+            if prompt:
+                said = data.parse(prompt)
+                assert [m.digit for m in full] == [m.digit for m in said]
+                for m, s in zip(full, said):
+                    for field in ("direction", "speed", "bounces"):
+                        assert getattr(s, field) is None or getattr(s, field) == getattr(m, field), (prompt, expanded)
+    assert data.expand_prompt("a 3", np.random.default_rng(4)) == data.expand_prompt("a 3", np.random.default_rng(4))
+    with pytest.raises(ValueError, match="unknown word"):
+        data.expand_prompt("a 3 moves sideways", rng)
+
+
+def test_load_video_reads_what_save_video_writes(tmp_path):
+    _, video = clip(9)
+    data.save_video(str(tmp_path / "v.gif"), video)
+    data.save_video(str(tmp_path / "i.png"), video[:1])
+    assert np.abs(data.load_video(str(tmp_path / "v.gif")).astype(int) - video).max() <= 1
+    assert data.load_video(str(tmp_path / "i.png")).shape == (1, 32, 32)
+    iio.imwrite(tmp_path / "rgb.png", np.stack([video[0]] * 3, -1))
+    assert np.abs(data.load_video(str(tmp_path / "rgb.png"))[0].astype(int) - video[0]).max() <= 1
+
+
+# ---- the prompting evaluation
+
+
+def test_position_errors_and_seam_of_real_clips():
+    world = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, max_digits=1, fast_speed=2,
+                             glyphs_per_digit=100)
+    videos, scenes, _, _ = evaluate.real_clips(world, "val", 8, seed=3)
+    centres = np.stack([scene.centers for scene in scenes])  # (8, 9, 1, 2)
+    errors = evaluate.position_errors(videos, centres, evaluate.EvalConfig(), 16)
+    assert errors.shape == (8, 9) and errors.mean() < 1.0  # the ink's centre is where the physics puts the digit
+    shifted = evaluate.position_errors(videos, centres + 4, evaluate.EvalConfig(), 16)
+    assert 5.0 < shifted.mean() < 6.5  # 4 px in x and in y: 5.7 px away
+    blank = evaluate.position_errors(torch.zeros(2, 9, 32, 32, dtype=torch.uint8), centres[:2], evaluate.EvalConfig(), 16)
+    assert (blank == 16).all()  # no ink: a whole digit off
+
+
+def test_evaluate_prompting_report(trained, capsys):
+    config = evaluate.EvalConfig(classifier_steps=20, encoder_steps=5, batch_size=2)
+    report = evaluate.evaluate_prompting(trained, 2, "cpu", json_path=f"{trained}/prompting.json", config=config,
+                                         strengths=(0.7,), frames=9)
+    assert json.loads(open(f"{trained}/prompting.json").read()) == json.loads(json.dumps(report))
+    modes = report["modes"]
+    assert set(modes) == {"animate", "extend forward", "extend backward", "connect", "edit digit @ 0.7",
+                          "edit direction @ 0.7", "loop"}
+    for name in ("animate", "extend forward", "extend backward"):
+        assert {"given_psnr", "vae_psnr", "position_error_first", "position_error_all", "identity"} <= set(modes[name])
+        assert 0 <= modes[name]["position_error_first"] <= 16 and modes[name]["vae_psnr"] > 0  # a 2-step VAE: only finite
+    assert modes["loop"]["seam_ratio_real"] > 0 and "source_position_error" in modes["edit digit @ 0.7"]
+    assert "| extend backward |" in capsys.readouterr().out
