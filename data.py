@@ -721,7 +721,8 @@ def benchmark(config, seconds=3.0):
 
 def main():
     parser = argparse.ArgumentParser(description="The moving-digits world: preview videos, glyphs, benchmark.")
-    parser.add_argument("--out", default="", help="write a grid of sample videos (.gif/.mp4) and print captions")
+    parser.add_argument("--out", default="", help="write sample videos (.gif/.mp4), a grid, or one clip if --n 1; "
+                        "print their captions")
     parser.add_argument("--glyphs", default="", help="write a sheet of glyphs (.png): one row per digit")
     parser.add_argument("--bench", action="store_true", help="measure videos/s on one core (17x64x64, 2 digits)")
     parser.add_argument("--split", default="train", choices=SPLITS)
@@ -745,7 +746,7 @@ def main():
     if args.out:
         dataset = MovingDigits(config, args.split, seed=args.seed)
         batch = collate([dataset[i] for i in range(args.n)])
-        save_video(args.out, video_grid(batch["video"]))
+        save_video(args.out, video_grid(batch["video"], pad=2 if args.n > 1 else 0))  # one clip: its exact size
         for i, text in enumerate(batch["caption"]):
             print(f"{i}: {text}")
         print(f"wrote {args.out}")

@@ -779,16 +779,16 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 def position_errors(videos, centres, config, digit_size):
     """Distance in pixels from each true digit centre to the nearest piece of ink in the same frame: (B, F), the
     mean over a frame's digits. A frame with no ink counts digit_size (a whole digit off). videos: anything
-    as_frames takes, F frames; centres (B, F, N, 2) (x, y) where data.py's physics puts the digits."""
+    as_frames takes, F frames; centres: per clip, (F, N, 2) (x, y) where data.py's physics puts its N digits."""
     frames = as_frames(videos).cpu()  # (B, F, H, W)
     B, num_frames = frames.shape[:2]
     blobs = find_blobs(frames.flatten(0, 1), config.threshold, config.min_blob_mass * digit_size ** 2)
-    errors = np.full((B * num_frames, centres.shape[2]), float(digit_size))  # (B*F, N)
-    truth = centres.reshape(B * num_frames, -1, 2)  # (B*F, N, 2)
-    for k in np.unique(blobs.frame):
-        ink = blobs.centre[blobs.frame == k]  # (K, 2) the blobs of frame k
-        errors[k] = np.linalg.norm(truth[k][:, None] - ink[None], axis=-1).min(1)  # (N,)
-    return errors.mean(1).reshape(B, num_frames)  # (B, F)
+    errors = np.full((B, num_frames), float(digit_size))  # (B, F)
+    for k in np.unique(blobs.frame):  # k = b * F + f
+        b, f = divmod(int(k), num_frames)
+        ink = blobs.centre[blobs.frame == k]  # (K, 2): the blobs of this frame
+        errors[b, f] = np.linalg.norm(centres[b][f][:, None] - ink[None], axis=-1).min(1).mean()  # (N, K) -> 1
+    return errors
 
 
 def psnr(videos, reference):
@@ -827,8 +827,9 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
       latent frame's worth of generated frames (next to the given ones) and in all; and the world metrics;
     - edit: the first digit or its direction changed in the caption, SDEdit at each strength; the new prompt's
       metrics, and how far the digit is from the source clip's path (what an edit should keep);
-    - loop: the jump from last to first frame against the typical frame-to-frame change (mean absolute pixel
-      difference), and the same ratio for real clips, which do not loop.
+    - loop: how far the ink's centre jumps from the last frame to the first, against how far it moves from one
+      frame to the next (1 or less: the seam is an ordinary step), and the same ratio for real clips, which do
+      not loop.
     """
     import sample
 
@@ -839,7 +840,8 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
     models = (vae, text_encoder, dit)
     world = data.WorldConfig(**checkpoint["config"]["world"])
     diffusion = checkpoint["config"]["diffusion"]
-    sampling = dict(steps=diffusion["sample_steps"], guidance_scale=diffusion["guidance_scale"], shift=diffusion["shift"])
+    sampling = dict(steps=diffusion["sample_steps"], guidance_scale=diffusion["guidance_scale"],
+                    shift=diffusion["shift"])
     classifier, accuracy, _ = evaluation_networks(out_dir, world, config, device)
     F_, k, s = frames or world.frames, vae.config.temporal_factor, world.digit_size
     forward, backward = (sample.default_context(vae, F_, mode) for mode in ("forward", "backward"))
@@ -874,7 +876,8 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
             row["vae_psnr"] = psnr(recon(source)[:, :, source_frames], source[:, :, source_frames])
         return row
 
-    centres = np.stack([scene.centers for scene in scenes])  # (2n, T, N, 2)
+    centres = [scene.centers for scene in scenes]  # 2n x (T, N, 2): N differs between clips
+    truth = lambda lo, hi: [c[lo:hi] for c in centres[:n]]  # where the physics puts the digits in frames lo..hi-1
     report = {"out_dir": out_dir, "n": n, "seed": seed, "frames": F_, "world": asdict(world),
               "classifier_accuracy": accuracy,
               "context": {"forward": forward, "backward": backward, "connect": [start, end]}, "modes": {}}
@@ -884,14 +887,14 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
     prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[:n]]
     source = clips[:n, :, :F_].cpu()
     videos = batches(lambda i: sample.animate(models, clips[i, :, :1], prompts[i], F_, seed=seed + i.start, **sampling))
-    modes["animate"] = world_row(videos, prompts, centres[:n, :F_], slice(1, 1 + k), slice(1, F_),
+    modes["animate"] = world_row(videos, prompts, truth(0, F_), slice(1, 1 + k), slice(1, F_),
                                  (slice(0, 1), slice(0, 1)), source)
     # ---- extend forward: the first F frames are the input; output frames F .. 2F - forward - 1 are new
     length = 2 * F_ - forward
     prompts = [span_caption(scene, 0, length, rng) for scene in scenes[:n]]
     videos = batches(lambda i: sample.extend(models, clips[i, :, :F_], prompts[i], F_, "forward", forward,
                                              seed=seed + i.start, **sampling))
-    modes["extend forward"] = world_row(videos, prompts, centres[:n, :length], slice(F_, F_ + k),
+    modes["extend forward"] = world_row(videos, prompts, truth(0, length), slice(F_, F_ + k),
                                         slice(F_, length), (slice(F_ - forward, F_), slice(F_ - forward, F_)),
                                         source)
     # ---- extend backward: the last F frames are the input; the F - backward frames before them are new
@@ -901,18 +904,18 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
     new = F_ - backward  # output frames 0 .. new - 1 are generated, new .. F - 1 are the given start of the input
     videos = batches(lambda i: sample.extend(models, clips[i, :, T - F_:], prompts[i], F_, "backward", backward,
                                              seed=seed + i.start, **sampling))
-    modes["extend backward"] = world_row(videos, prompts, centres[:n, skip:], slice(max(0, new - k), new), slice(0, new),
+    modes["extend backward"] = world_row(videos, prompts, truth(skip, T), slice(max(0, new - k), new), slice(0, new),
                                          (slice(new, F_), slice(0, backward)), source)
     # ---- connect: clip A's first F frames, then clip B's; only the given frames have a truth here
     prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[n:]]  # the clip it ends in
     videos = batches(lambda i: sample.connect(models, clips[i, :, :F_], clips[n + i.start:n + i.stop, :, :F_],
                                               prompts[i], F_, (start, end), seed=seed + i.start, **sampling))
     a, b = clips[:n, :, :F_].cpu(), clips[n:, :, :F_].cpu()
-    modes["connect"] = {"clips": n, "given_psnr": psnr(torch.cat([videos[:, :, F_ - start:F_],
-                                                                  videos[:, :, 2 * F_ - start - end:2 * F_ - start]], 2),
-                                                       torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2)),
-                        "vae_psnr": psnr(torch.cat([recon(a)[:, :, F_ - start:], recon(b)[:, :, :end]], 2),
-                                         torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2))}
+    # The output is a[:F - start], the window (a's last `start` frames, new ones, b's first `end`), b[end:].
+    given_out = torch.cat([videos[:, :, F_ - start:F_], videos[:, :, 2 * F_ - start - end:2 * F_ - start]], 2)
+    given_in = torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2)
+    given_vae = torch.cat([recon(a)[:, :, F_ - start:], recon(b)[:, :, :end]], 2)
+    modes["connect"] = {"clips": n, "given_psnr": psnr(given_out, given_in), "vae_psnr": psnr(given_vae, given_in)}
 
     # ---- edit: change the first digit, or its direction, in the caption of a real clip; SDEdit at each strength
     source = clips[:n, :, :F_]
@@ -923,14 +926,20 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
             videos = batches(lambda i: sample.edit(models, source[i], prompts[i], strength, seed=seed + i.start,
                                                    **sampling))
             row = {"clips": n, **summarize(score_videos(videos, asked, world, classifier, config))}
-            row["source_position_error"] = float(position_errors(videos, centres[:n, :F_], config, s).mean())
+            row["source_position_error"] = float(position_errors(videos, truth(0, F_), config, s).mean())
             modes[f"edit {kind} @ {strength}"] = row
 
-    # ---- loop: seam jump / typical step, for the loops and for real clips
+    # ---- loop: how far the ink jumps from the last frame to the first, against its typical frame-to-frame move
     def seam_ratio(videos):
         x = as_frames(videos)  # (B, F, H, W)
-        steps = (x[:, 1:] - x[:, :-1]).abs().mean((2, 3))  # (B, F - 1)
-        seam = (x[:, 0] - x[:, -1]).abs().mean((1, 2))  # (B,)
+        ink = x * (x > config.threshold)  # (B, F, H, W): the background's faint noise does not pull the centre
+        H, W = x.shape[-2:]
+        mass = ink.sum((2, 3)).clamp(min=1e-6)  # (B, F)
+        centre = torch.stack([(ink.sum(2) * (torch.arange(W) + 0.5)).sum(2) / mass,
+                              (ink.sum(3) * (torch.arange(H) + 0.5)).sum(2) / mass], -1)  # (B, F, 2) x, y
+        steps = (centre[:, 1:] - centre[:, :-1]).norm(dim=-1)  # (B, F - 1)
+        seam = (centre[:, 0] - centre[:, -1]).norm(dim=-1)  # (B,)
+        # A ratio of means over the clips, so that clips of still digits (no steps, no seam) cannot divide by 0.
         return float(seam.mean() / steps.mean())
 
     prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[:n]]

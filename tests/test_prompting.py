@@ -239,13 +239,21 @@ def test_position_errors_and_seam_of_real_clips():
     world = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, max_digits=1, fast_speed=2,
                              glyphs_per_digit=100)
     videos, scenes, _, _ = evaluate.real_clips(world, "val", 8, seed=3)
-    centres = np.stack([scene.centers for scene in scenes])  # (8, 9, 1, 2)
-    errors = evaluate.position_errors(videos, centres, evaluate.EvalConfig(), 16)
+    centres = [scene.centers for scene in scenes]  # 8 x (9, 1, 2)
+    config = evaluate.EvalConfig()
+    errors = evaluate.position_errors(videos, centres, config, 16)
     assert errors.shape == (8, 9) and errors.mean() < 1.0  # the ink's centre is where the physics puts the digit
-    shifted = evaluate.position_errors(videos, centres + 4, evaluate.EvalConfig(), 16)
+    shifted = evaluate.position_errors(videos, [c + 4 for c in centres], config, 16)
     assert 5.0 < shifted.mean() < 6.5  # 4 px in x and in y: 5.7 px away
-    blank = evaluate.position_errors(torch.zeros(2, 9, 32, 32, dtype=torch.uint8), centres[:2], evaluate.EvalConfig(), 16)
+    blank = evaluate.position_errors(torch.zeros(2, 9, 32, 32, dtype=torch.uint8), centres[:2], config, 16)
     assert (blank == 16).all()  # no ink: a whole digit off
+    # Clips with different numbers of digits, apart so that each is its own piece of ink most of the time.
+    two = data.WorldConfig(frames=9, height=64, width=64, digit_size=16, min_digits=1, max_digits=2,
+                           glyphs_per_digit=100)
+    videos, scenes, _, _ = evaluate.real_clips(two, "val", 16, seed=3)
+    assert {len(scene.digits) for scene in scenes} == {1, 2}
+    errors = evaluate.position_errors(videos, [scene.centers for scene in scenes], config, 16)
+    assert errors.shape == (16, 9) and np.median(errors) < 1.0
 
 
 def test_evaluate_prompting_report(trained, capsys):
