@@ -360,6 +360,8 @@ def main(argv=None):
         parser.error('give at least one --prompt, e.g. --prompt "a 3 moves left slowly"')
     if args.n < 1:
         parser.error(f"--n must be at least 1: got {args.n}")
+    if len(args.context) > 2:
+        parser.error(f"--context takes one number (--extend) or two (--connect, --loop): got {args.context}")
     if args.side_by_side and mode in ("text", "loop"):
         parser.error("--side-by-side shows the input beside the output: use it with --image, --extend, --edit "
                      "or --connect")
