@@ -651,7 +651,8 @@ def save_video(path, frames, fps=8):
     if ext == ".png":
         iio.imwrite(tmp, frames[0])
     elif ext == ".gif":
-        iio.imwrite(tmp, frames, duration=1000 / fps, loop=0)
+        # The comment lets load_video undo Pillow's merging of identical consecutive frames.
+        iio.imwrite(tmp, frames, duration=1000 / fps, loop=0, comment=f"frame_ms={1000 / fps:g}".encode())
     else:
         try:
             iio.imwrite(tmp, frames, fps=fps, codec="libx264")
@@ -661,8 +662,8 @@ def save_video(path, frames, fps=8):
 
 
 def load_video(path):
-    """Read a .gif, .mp4 or .png (an image is a 1-frame video) -> uint8 (F, H, W), grey; an error that names the
-    file and what is accepted if it cannot be read."""
+    """Read a .gif, .mp4 or .png (an image is a 1-frame video; only an animated PNG's first frame is read) -> uint8
+    (F, H, W), grey; an error that names the file and what is accepted if it cannot be read."""
     import imageio.v3 as iio
 
     ext = os.path.splitext(path)[1].lower()
@@ -671,15 +672,35 @@ def load_video(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no file at {path}")
     try:
-        frames = np.asarray(iio.imread(path, index=None, **({"plugin": "pillow"} if ext != ".mp4" else {})))
+        if ext == ".mp4":
+            frames = np.asarray(iio.imread(path, index=None))  # (F, H, W, 3)
+            frames = frames[..., :3].mean(-1) if frames.ndim == 4 else frames  # the world is grey
+        else:  # Pillow converts any mode (palette, RGB, grey with alpha, ...) to grey
+            frames = np.asarray(iio.imread(path, index=None if ext == ".gif" else 0, plugin="pillow", mode="L"))
     except Exception as e:
         hint = " (MP4 needs an ffmpeg backend: pip install imageio-ffmpeg, or give a .gif)" if ext == ".mp4" else ""
         raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}){hint}") from None
-    if ext == ".png" or frames.ndim == 2:
-        frames = frames[None]  # an image is a 1-frame video: (1, H, W) or (1, H, W, channels)
-    if frames.ndim == 4:  # stored as colour: the world is grey, so average the colour channels
-        frames = frames[..., :3].mean(-1)
+    if frames.ndim == 2:
+        frames = frames[None]  # (1, H, W)
+    if ext == ".gif":
+        frames = _unmerge_gif_frames(path, frames)
     return frames.astype(np.uint8)  # (F, H, W)
+
+
+def _unmerge_gif_frames(path, frames):
+    """GIF writers (Pillow among them) store a run of identical frames as one frame shown longer, so a still
+    digit's 9 frames come back as 1. Repeat each stored frame by its duration over one frame's: the frame_ms that
+    save_video writes into the GIF's comment, else (another program's GIF) the shortest duration in it."""
+    import imageio.v3 as iio
+
+    metas = [iio.immeta(path, index=i, plugin="pillow") for i in range(len(frames))]
+    durations = np.array([float(m.get("duration") or 0) for m in metas])  # (stored frames,) in ms
+    found = re.search(rb"frame_ms=([0-9.]+)", metas[0].get("comment") or b"")
+    unit = float(found.group(1)) if found else durations[durations > 0].min(initial=np.inf)
+    if not np.isfinite(unit) or unit <= 0:
+        return frames  # no durations: one stored frame per frame
+    repeats = np.maximum(1, np.round(durations / unit)).astype(int)
+    return np.repeat(frames, repeats, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------

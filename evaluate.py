@@ -798,9 +798,15 @@ def psnr(videos, reference):
 
 
 def span_caption(scene, start, stop, rng):
-    """A caption of frames start .. stop - 1 of a scene: a bounce only counts if it happens inside the span."""
-    motions = [replace(m, bounces=any(start < b < stop - 1 for b in frames)) if m.direction != data.STILL else m
-               for m, frames in zip(scene.motions, scene.bounce_frames)]
+    """A caption of frames start .. stop - 1 of a scene: each digit heads the way it moves at `start` (a bounce
+    before it has mirrored the motion), and a bounce counts only if it happens inside the span."""
+    heading = {v: k for k, v in data.DIRECTIONS.items()}  # (dx, dy) unit steps -> direction name
+    motions = []
+    for n, (m, frames) in enumerate(zip(scene.motions, scene.bounce_frames)):
+        if m.direction != data.STILL:
+            step = tuple(int(v) for v in np.sign(scene.velocities[start, n]))
+            m = replace(m, direction=heading[step], bounces=any(start < b < stop - 1 for b in frames))
+        motions.append(m)
     return data.caption(motions, rng)
 
 
@@ -931,7 +937,7 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
 
     # ---- loop: how far the ink jumps from the last frame to the first, against its typical frame-to-frame move
     def seam_ratio(videos):
-        x = as_frames(videos)  # (B, F, H, W)
+        x = as_frames(videos).cpu()  # (B, F, H, W)
         ink = x * (x > config.threshold)  # (B, F, H, W): the background's faint noise does not pull the centre
         H, W = x.shape[-2:]
         mass = ink.sum((2, 3)).clamp(min=1e-6)  # (B, F)

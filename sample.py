@@ -169,10 +169,11 @@ def given_window(vae, segments, frames, height, width):
     latents = torch.zeros(B, c, f, h, w, device=device)
     given = torch.zeros(B, f, dtype=torch.bool, device=device)
     for start, video in segments:
+        if start < 0 or start + video.shape[2] > frames:
+            raise ValueError(f"{video.shape[2]} given frames from frame {start} do not fit a {frames}-frame window; "
+                             "give fewer frames (--context) or a longer window (--frames)")
         z = encode_given(vae, video, start).float()  # (B, c, m, h, w)
         first = 0 if start == 0 else 1 + (start - 1) // k  # the latent frame that holds pixel `start`
-        if first + z.shape[2] > f:
-            raise ValueError(f"{video.shape[2]} given frames from frame {start} do not fit a {frames}-frame window")
         latents[:, :, first:first + z.shape[2]] = z
         given[:, first:first + z.shape[2]] = True
     if given.all():
@@ -206,6 +207,9 @@ def default_context(vae, frames, mode):
         return 1 + k * (min(f - 1, (f + 1) // 2) - 1)  # the first latent frames
     if mode == "backward":
         return k * max(1, f // 2)  # the last latent frames
+    if f < 3:
+        raise ValueError(f"connecting needs a window of 3 latent frames or more (one at each end, one between): "
+                         f"got {frames} frames; use --frames {1 + 2 * k} or more")
     m = max(1, (f - 1) // 3)  # connect / loop: m latent frames at each end
     return 1 + k * (m - 1), k * m  # (frames of the first video's end, frames of the second one's start)
 
@@ -337,15 +341,15 @@ def main(argv=None):
     modes = parser.add_argument_group("prompting with images and videos")
     modes.add_argument("--image", default="", help="animate this still image (.png): it becomes frame 0")
     modes.add_argument("--extend", default="", help="continue this video (.gif/.mp4) in time")
-    modes.add_argument("--direction", default="forward", choices=("forward", "backward"),
+    modes.add_argument("--direction", default=None, choices=("forward", "backward"),
                        help="--extend: forward adds frames after the end, backward before the start")
     modes.add_argument("--edit", default="", help="SDEdit this video (.gif/.mp4) with the prompt")
-    modes.add_argument("--strength", type=float, default=0.7, help="--edit: noise level t to edit from, (0, 1]; "
-                       "higher follows the prompt more and keeps less of the video")
+    modes.add_argument("--strength", type=float, default=None, help="--edit: noise level t to edit from, (0, 1]; "
+                       "higher follows the prompt more and keeps less of the video (default 0.7)")
     modes.add_argument("--connect", nargs=2, default=None, metavar=("A", "B"),
                        help="a video that begins as A ends and ends as B begins")
     modes.add_argument("--loop", action="store_true", help="a video whose last frame flows into its first")
-    modes.add_argument("--context", type=int, nargs="+", default=[0], metavar="N",
+    modes.add_argument("--context", type=int, nargs="+", default=None, metavar="N",
                        help="given frames of the input: --extend forward 1+4m, backward 4m; --connect/--loop two "
                             "numbers, the end of A (1+4m) and the start of B (4m) (default: about half, a third)")
     modes.add_argument("--expand", action="store_true", help="complete each prompt into a full caption of the "
@@ -360,8 +364,16 @@ def main(argv=None):
         parser.error('give at least one --prompt, e.g. --prompt "a 3 moves left slowly"')
     if args.n < 1:
         parser.error(f"--n must be at least 1: got {args.n}")
-    if len(args.context) > 2:
-        parser.error(f"--context takes one number (--extend) or two (--connect, --loop): got {args.context}")
+    # Flags that only mean something in one mode are refused elsewhere, not silently dropped.
+    for flag, value, modes_of_flag in (("--direction", args.direction, ("extend",)),
+                                       ("--strength", args.strength, ("edit",)),
+                                       ("--context", args.context, ("extend", "connect", "loop"))):
+        if value is not None and mode not in modes_of_flag:
+            parser.error(f"{flag} goes with --{' or --'.join(modes_of_flag)}")
+    limit = 1 if mode == "extend" else 2
+    if args.context is not None and len(args.context) > limit:
+        parser.error(f"--context takes one number with --extend, two with --connect and --loop: got {args.context}")
+    args.direction, args.strength = args.direction or "forward", 0.7 if args.strength is None else args.strength
     if args.side_by_side and mode in ("text", "loop"):
         parser.error("--side-by-side shows the input beside the output: use it with --image, --extend, --edit "
                      "or --connect")
@@ -412,7 +424,7 @@ def main(argv=None):
     inputs = [video.expand(B, -1, -1, -1, -1) for video in inputs]  # (B, 1, n, H, W): one input, B samples
 
     # ---- sample
-    context = args.context + [0] * (2 - len(args.context))
+    context = (args.context or []) + [0] * (2 - len(args.context or []))
     shown = []  # inputs lined up in time with the output, for --side-by-side
     if mode == "text":
         videos = generate(*models, prompts, frames, height, width, seed=args.seed, **sampling)

@@ -344,6 +344,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     vae.check_video_shape(world.frames, world.height, world.width)
     # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
     dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
+    if dit_config.patch_size[0] > 1 and train.given_prob > 0:  # given frames are chosen per latent frame
+        raise ValueError(f"--given-prob {train.given_prob} needs a temporal patch of 1 latent frame: got --dit-patch-size "
+                         f"{','.join(map(str, dit_config.patch_size))}; use 1,{dit_config.patch_size[1]},"
+                         f"{dit_config.patch_size[2]} or --given-prob 0")
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
     checkpoint = existing_checkpoint(path, steps, train, configs)
     if checkpoint == "done":

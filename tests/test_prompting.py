@@ -82,6 +82,9 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     seen.clear()
     train.main(TINY + ["--out-dir", str(tmp_path / "plain"), "--steps", "1", "--given-prob", "0"])
     assert all(t.shape == (shape[0],) for shape, t in seen)  # text-to-video keeps one timestep per clip
+    with pytest.raises(ValueError, match="needs a temporal patch of 1 latent frame"):
+        train.main(TINY + ["--out-dir", str(tmp_path / "pt2"), "--steps", "1", "--given-prob", "0.25",
+                           "--dit-patch-size", "2,2,2", "--stage", "dit"])
 
 
 # ---- how given pixel frames become latent frames
@@ -193,6 +196,14 @@ def test_mode_inputs_that_do_not_fit_say_what_is_accepted(trained, tmp_path):
     data.save_video(str(tmp_path / "wide.gif"), np.zeros((9, 32, 48), np.uint8))
     with pytest.raises(ValueError, match="wide.gif is 48x32 .* prompting keeps the input's size"):
         sample.main(common + ["--connect", paths["b"], str(tmp_path / "wide.gif")])
+    with pytest.raises(ValueError, match="12 given frames from frame -3 do not fit a 9-frame window"):
+        sample.main(common + ["--extend", paths["gif"], "--direction", "backward", "--frames", "9", "--context", "12"])
+    with pytest.raises(ValueError, match="connecting needs a window of 3 latent frames"):
+        sample.main(common + ["--loop", "--frames", "5"])
+    for flags in (["--strength", "0.5"], ["--direction", "backward"], ["--image", paths["png"], "--context", "5"],
+                  ["--extend", paths["gif"], "--context", "5", "4"]):
+        with pytest.raises(SystemExit):  # a flag of another mode is refused, not dropped
+            sample.main(common + flags)
     with pytest.raises(SystemExit):  # argparse: two modes at once
         sample.main(common + ["--loop", "--image", paths["png"]])
     with pytest.raises(SystemExit):  # nothing to put beside the output
@@ -230,6 +241,28 @@ def test_load_video_reads_what_save_video_writes(tmp_path):
     assert data.load_video(str(tmp_path / "i.png")).shape == (1, 32, 32)
     iio.imwrite(tmp_path / "rgb.png", np.stack([video[0]] * 3, -1))
     assert np.abs(data.load_video(str(tmp_path / "rgb.png"))[0].astype(int) - video[0]).max() <= 1
+    grey_alpha = np.stack([video[0], np.full_like(video[0], 255)], -1)  # an opaque grey image with alpha
+    iio.imwrite(tmp_path / "la.png", grey_alpha, plugin="pillow", mode="LA")
+    assert np.abs(data.load_video(str(tmp_path / "la.png"))[0].astype(int) - video[0]).max() <= 1
+    # GIF writers store identical consecutive frames once, shown longer: a still digit must keep its 9 frames.
+    still = np.repeat(video[:1], 9, axis=0)
+    still[6:, 0, 0] = 40  # one change: 6 + 3 identical frames
+    for fps in (8, 10):
+        data.save_video(str(tmp_path / "still.gif"), still, fps=fps)
+        assert np.array_equal(data.load_video(str(tmp_path / "still.gif")), still)
+
+
+def test_span_caption_heads_the_way_the_digit_moves_in_the_span():
+    world = data.WorldConfig(frames=17, height=32, width=32, digit_size=16, max_digits=1, fast_speed=2,
+                             still_prob=0.0, glyphs_per_digit=10)
+    dataset = data.MovingDigits(world, "val", seed=0)
+    scenes = (dataset.scene(i)[0] for i in range(100))
+    scene = next(s for s in scenes if s.bounce_frames[0] and s.bounce_frames[0][0] < 8)  # an early bounce
+    after = scene.bounce_frames[0][0] + 1
+    asked = data.parse(evaluate.span_caption(scene, after, 17, np.random.default_rng(0)))[0]
+    dx, dy = data.DIRECTIONS[asked.direction]
+    assert (dx, dy) == tuple(int(v) for v in np.sign(scene.velocities[after, 0]))
+    assert asked.direction != scene.motions[0].direction  # the bounce mirrored it
 
 
 # ---- the prompting evaluation
