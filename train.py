@@ -69,6 +69,9 @@ class TrainConfig:
     dit_image_prob: float = 0.1  # share of steps on images (the first latent frame: the causal VAE's image latent)
     given_prob: float = 0.25  # share of video clips with some latent frames given clean (image/video prompting);
     # the cpu preset uses 0.1: in its 15 minutes 0.25 costs text-to-video identity (README, prompting section)
+    # share of video clips with an independent timestep per latent frame (Diffusion Forcing). A frame noisier than
+    # its neighbours can only be placed by reading the caption's motion; it costs identity (README, stage 2)
+    frame_t_prob: float = 0.0
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
@@ -344,10 +347,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     vae.check_video_shape(world.frames, world.height, world.width)
     # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
     dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
-    if dit_config.patch_size[0] > 1 and train.given_prob > 0:  # given frames are chosen per latent frame
-        raise ValueError(f"--given-prob {train.given_prob} needs a temporal patch of 1 latent frame: got --dit-patch-size "
-                         f"{','.join(map(str, dit_config.patch_size))}; use 1,{dit_config.patch_size[1]},"
-                         f"{dit_config.patch_size[2]} or --given-prob 0")
+    for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
+        if dit_config.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
+            raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "
+                             f"{','.join(map(str, dit_config.patch_size))}; use 1,{dit_config.patch_size[1]},"
+                             f"{dit_config.patch_size[2]} or {flag} 0")
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
     checkpoint = existing_checkpoint(path, steps, train, configs)
     if checkpoint == "done":
@@ -430,11 +434,16 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         noise = torch.randn(latents.shape, generator=generator).to(device)
         # Prompting with images and videos: some clips get latent frames given clean. Those frames get t = 0
         # (so x_t is the clean latent there) and no loss; the model learns to continue what it is shown.
+        B, f = latents.shape[0], latents.shape[2]
+        if train.frame_t_prob > 0 and f > 1:  # some clips get one timestep per latent frame
+            independent = torch.rand(B, generator=generator) < train.frame_t_prob  # (B,)
+            t_frames = diffusion.sample_timesteps(B * f, diffusion_config, generator, device).view(B, f)  # (B, f)
+            t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
         given = diffusion.sample_given_frames(len(captions), latents.shape[2], train.given_prob, generator)  # (B, f)
         frame_mask = None
         if given.any():  # decided on the CPU: no GPU sync; a batch without given frames keeps t (B,)
             given = given.to(device)
-            t, frame_mask = torch.where(given, 0.0, t[:, None]), ~given  # (B, f) each; frame_mask True = generated
+            t, frame_mask = torch.where(given, 0.0, t if t.dim() == 2 else t[:, None]), ~given  # (B, f) each
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             per_sample_loss = loss_fn(latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()

@@ -85,6 +85,21 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     with pytest.raises(ValueError, match="needs a temporal patch of 1 latent frame"):
         train.main(TINY + ["--out-dir", str(tmp_path / "pt2"), "--steps", "1", "--given-prob", "0.25",
                            "--dit-patch-size", "2,2,2", "--stage", "dit"])
+    # Diffusion Forcing: every clip gets its own timestep per latent frame; with given frames, those stay at 0
+    seen.clear()
+    train.main(TINY + ["--out-dir", str(tmp_path / "forcing"), "--steps", "2", "--given-prob", "0",
+                       "--frame-t-prob", "1", "--dit-image-prob", "0"])
+    for shape, t in seen:
+        assert t.shape == (shape[0], shape[2]) and (t > 0).all()
+        assert (t.std(dim=1) > 0).all()  # the frames of a clip are noised differently
+    seen.clear()
+    train.main(TINY + ["--out-dir", str(tmp_path / "forcing_given"), "--steps", "2", "--given-prob", "1",
+                       "--frame-t-prob", "1", "--dit-image-prob", "0"])
+    for shape, t in seen:  # both at once: given frames at 0, every clip still has a frame to generate
+        assert t.shape == (shape[0], shape[2]) and (t == 0).any(1).float().mean() > 0.5 and (t > 0).any(1).all()
+    with pytest.raises(ValueError, match="--frame-t-prob 0.5 needs a temporal patch"):
+        train.main(TINY + ["--out-dir", str(tmp_path / "pt2f"), "--steps", "1", "--given-prob", "0",
+                           "--frame-t-prob", "0.5", "--dit-patch-size", "2,2,2", "--stage", "dit"])
 
 
 # ---- how given pixel frames become latent frames
