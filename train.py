@@ -69,8 +69,8 @@ class TrainConfig:
     dit_image_prob: float = 0.1  # share of steps on images (the first latent frame: the causal VAE's image latent)
     given_prob: float = 0.25  # share of video clips with some latent frames given clean (image/video prompting);
     # the cpu preset uses 0.1: in its 15 minutes 0.25 costs text-to-video identity (README, prompting section)
-    # share of video clips with an independent timestep per latent frame (Diffusion Forcing). A frame noisier than
-    # its neighbours can only be placed by reading the caption's motion; it costs identity (README, stage 2)
+    # share of video clips with an independent timestep per latent frame (Diffusion Forcing, arXiv:2407.01392): a
+    # frame noisier than its neighbours is placed from them and the caption's motion; costs identity (README)
     frame_t_prob: float = 0.0
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
@@ -432,14 +432,14 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         captions = drop_captions(captions, train.caption_dropout, generator)
         t = diffusion.sample_timesteps(len(captions), diffusion_config, generator, device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator).to(device)
-        # Prompting with images and videos: some clips get latent frames given clean. Those frames get t = 0
-        # (so x_t is the clean latent there) and no loss; the model learns to continue what it is shown.
         B, f = latents.shape[0], latents.shape[2]
-        if train.frame_t_prob > 0 and f > 1:  # some clips get one timestep per latent frame
+        if train.frame_t_prob > 0 and f > 1:  # Diffusion Forcing: some clips get one timestep per latent frame
             independent = torch.rand(B, generator=generator) < train.frame_t_prob  # (B,)
             t_frames = diffusion.sample_timesteps(B * f, diffusion_config, generator, device).view(B, f)  # (B, f)
             t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-        given = diffusion.sample_given_frames(len(captions), latents.shape[2], train.given_prob, generator)  # (B, f)
+        # Prompting with images and videos: some clips get latent frames given clean. Those frames get t = 0
+        # (so x_t is the clean latent there) and no loss; the model learns to continue what it is shown.
+        given = diffusion.sample_given_frames(B, f, train.given_prob, generator)  # (B, f)
         frame_mask = None
         if given.any():  # decided on the CPU: no GPU sync; a batch without given frames keeps t (B,)
             given = given.to(device)
