@@ -443,7 +443,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         frame_mask = None
         if given.any():  # decided on the CPU: no GPU sync; a batch without given frames keeps t (B,)
             given = given.to(device)
-            t, frame_mask = torch.where(given, 0.0, t if t.dim() == 2 else t[:, None]), ~given  # (B, f) each
+            t, frame_mask = torch.where(given, 0.0, t.view(B, -1)), ~given  # (B, f) each; frame_mask True = generated
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             per_sample_loss = loss_fn(latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
