@@ -22,6 +22,7 @@ Every metric is calibrated: real clips score near the ceiling and a corruption a
     python evaluate.py --out-dir out --videos clips/                 # score GIFs on disk (format: --help)
     python evaluate.py --out-dir out --calibrate                     # the calibration table, in markdown
     python evaluate.py --out-dir out --prompting --n 100             # image and video prompting (sample.py modes)
+    python evaluate.py --out-dir out --caption-gaps --n 192          # which caption words the model reads, per t
 """
 
 import argparse
@@ -773,6 +774,90 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Caption sensitivity: which words of the caption does the model read, and at which noise levels?
+
+CAPTION_EDITS = ("direction reversed", "digit changed", "no caption")
+GAP_TIMES = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
+
+
+def caption_edit(motions, edit, rng):
+    """The motions of a clip with its first digit's direction reversed (a still digit starts to move), its
+    digit changed, or None for no caption."""
+    first = motions[0]
+    if edit == "no caption":
+        return None
+    if edit == "digit changed" or first.direction == data.STILL:
+        return edited_motions(motions, "digit" if edit == "digit changed" else "direction", rng)
+    heading = {v: k for k, v in data.DIRECTIONS.items()}  # (dx, dy) unit steps -> direction name
+    dx, dy = data.DIRECTIONS[first.direction]
+    return [replace(first, direction=heading[(-dx, -dy)])] + list(motions[1:])
+
+
+@torch.no_grad()
+def caption_gaps(vae, text_encoder, dit, world, n, seed=0, times=GAP_TIMES, batch_size=64, cache_dir=""):
+    """How much each part of the caption lowers the diffusion loss, per noise level t, without sampling: the first
+    n val clips, each under the same noise with its own caption and with each of CAPTION_EDITS. Returns
+    {"times", "loss": mean loss per t with the own caption, edit: {"gap": mean rise per t, "se": its standard
+    error}}. A gap near 0 at every t means the model ignores that part of the caption."""
+    from diffusion import loss as diffusion_loss  # only this entry point needs the generative models
+
+    real, scenes, _, _ = real_clips(world, "val", n, seed, cache_dir)
+    device = next(dit.parameters()).device
+    videos = data.to_model_range(real)  # (n, 1, F, H, W) in [-1, 1]
+    # The own and the edited captions draw their wording from the same seed, so they differ in what they say
+    # and as little as possible in how they say it.
+    captions = {"own": [data.caption(s.motions, np.random.default_rng([seed, i])) for i, s in enumerate(scenes)]}
+    for edit in CAPTION_EDITS:
+        edited = [caption_edit(s.motions, edit, np.random.default_rng([seed, i, 1])) for i, s in enumerate(scenes)]
+        captions[edit] = [data.caption(m, np.random.default_rng([seed, i])) if m else "" for i, m in enumerate(edited)]
+    losses = {kind: torch.zeros(len(times), n) for kind in captions}  # (T, n) per kind
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        batch = slice(start, start + batch_size)
+        latents = vae.encode_latents(videos[batch].to(device)).float()  # (b, c, f, h, w)
+        noise = torch.randn(latents.shape, generator=generator).to(device)  # shared by every caption and t
+        for kind, texts in captions.items():
+            text, mask, pooled = text_encoder.encode(texts[batch])  # (b, S, E), (b, S), (b, E)
+            velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
+            for k, t in enumerate(times):
+                t_batch = torch.full((len(latents),), float(t), device=device)  # (b,)
+                losses[kind][k, batch] = diffusion_loss(velocity_fn, latents, t_batch, noise).cpu()
+    report = {"times": list(times), "loss": losses["own"].mean(1).tolist()}
+    for edit in CAPTION_EDITS:
+        rise = losses[edit] - losses["own"]  # (T, n): paired per clip, so clip-to-clip spread cancels
+        report[edit] = {"gap": rise.mean(1).tolist(), "se": (rise.std(1) / math.sqrt(n)).tolist()}
+    return report
+
+
+def caption_gap_table(report):
+    """The caption gaps as markdown: one row per edit, one column per t, mean +- standard error."""
+    lines = ["| caption | " + " | ".join(f"t = {t:g}" for t in report["times"]) + " |",
+             "|---|" + "---|" * len(report["times"]),
+             "| own (loss) | " + " | ".join(f"{v:.3f}" for v in report["loss"]) + " |"]
+    for edit in CAPTION_EDITS:
+        cells = [f"{g:+.3f} ± {s:.3f}" for g, s in zip(report[edit]["gap"], report[edit]["se"])]
+        lines.append(f"| {edit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_caption_gaps(out_dir, n, device, seed=0, json_path=None):
+    """caption_gaps of the checkpoints in out_dir (EMA weights), printed as a table (and written to json_path)."""
+    import sample
+
+    vae = sample.load_vae(out_dir, device)
+    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    world = data.WorldConfig(**checkpoint["config"]["world"])
+    report = {"out_dir": out_dir, "n": n, "seed": seed, "step": checkpoint["step"],
+              **caption_gaps(vae, text_encoder, dit, world, n, seed, cache_dir=out_dir)}
+    print(f"loss rise when the caption is edited: {n} val clips, {out_dir} at step {checkpoint['step']}\n")
+    print(caption_gap_table(report))
+    if json_path:
+        write_json(json_path, report)
+        print(f"wrote {json_path}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Prompting with images and videos: are given frames kept, and does what follows them obey the world?
 
 
@@ -1053,6 +1138,8 @@ def main(argv=None):
     parser.add_argument("--calibrate", action="store_true", help="print the calibration table (real vs corrupted)")
     parser.add_argument("--prompting", action="store_true", help="evaluate sample.py's image and video prompting "
                         "modes (animate, extend, connect, edit, loop) on --n val clips")
+    parser.add_argument("--caption-gaps", action="store_true", help="the loss rise on --n val clips when the "
+                        "caption's direction or digit is changed, per noise level (no sampling; fast)")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.7, 0.9],
                         help="--prompting: the SDEdit strengths to measure")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
@@ -1064,6 +1151,9 @@ def main(argv=None):
     from sample import pick_device
 
     config, device = data.config_from_args(EvalConfig, args), pick_device(args.device)
+    if args.caption_gaps:
+        evaluate_caption_gaps(args.out_dir, args.n, device, config.seed, args.json or None)
+        return
     if args.prompting:
         evaluate_prompting(args.out_dir, args.n, device, config.seed, args.json or None, config, args.strengths)
         return

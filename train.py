@@ -167,10 +167,10 @@ def existing_checkpoint(path, steps, train, configs):
         if diff:
             raise ValueError(f"{path} was trained with another {name} config ({'; '.join(diff)}); use the same "
                              "flags and preset as then, or another --out-dir to train afresh")
+    if checkpoint["step"] >= steps:  # trained (with --resume too: a larger --*-steps trains it further)
+        return "done"
     if train.resume:
         return checkpoint
-    if checkpoint["step"] >= steps:
-        return "done"
     raise ValueError(f"{path} exists and is unfinished ({checkpoint['step']} of {steps} steps): pass --resume "
                      "to continue it, or use another --out-dir to start afresh")
 

@@ -12,6 +12,7 @@ import torch
 
 import data
 import evaluate
+import sample
 import train
 from test_train_sample import TINY
 
@@ -165,6 +166,46 @@ def test_evaluate_checkpoints_report_schema(tmp_path):
         assert set(evaluate.METRICS) | {"fvd", "fvd_real", "clips", "videos"} <= set(split)
         assert len(split["videos"]) == 2 and {"prompt", "asked", "found", "count"} <= set(split["videos"][0])
         assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in evaluate.METRICS))
+
+
+def test_caption_edits_change_one_thing():
+    rng = np.random.default_rng(0)
+    left, still = data.DigitMotion(digit=3, direction="left", speed="fast", bounces=False), \
+        data.DigitMotion(digit=5, direction=data.STILL, speed=None, bounces=False)
+    assert evaluate.caption_edit([left, still], "direction reversed", rng) == \
+        [data.DigitMotion(digit=3, direction="right", speed="fast", bounces=False), still]
+    moving = evaluate.caption_edit([still], "direction reversed", rng)[0]
+    assert moving.digit == 5 and moving.direction in data.DIRECTIONS
+    changed = evaluate.caption_edit([left], "digit changed", rng)[0]
+    assert changed.digit != 3 and changed.direction == "left"
+    assert evaluate.caption_edit([left], "no caption", rng) is None
+
+
+def test_caption_gaps_are_paired_and_vanish_for_a_model_blind_to_the_caption(tmp_path, capsys):
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
+    evaluate.main(["--out-dir", out_dir, "--caption-gaps", "--n", "3", "--json", f"{out_dir}/gaps.json"])
+    assert "| direction reversed | " in capsys.readouterr().out
+    assert json.loads(open(f"{out_dir}/gaps.json").read())["step"] == 1
+
+    vae = sample.load_vae(out_dir, torch.device("cpu"))
+    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, torch.device("cpu"))
+    world = data.WorldConfig(**checkpoint["config"]["world"])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a DiT that reads all its inputs (after 1 step it is close to its zero output)
+        for param in dit.parameters():
+            param.normal_(0, 0.1)
+    gaps = lambda: evaluate.caption_gaps(vae, text_encoder, dit, world, 6, times=(0.5, 0.9), batch_size=4)
+    report = gaps()
+    assert all(max(abs(g) for g in report[edit]["gap"]) > 1e-6 for edit in evaluate.CAPTION_EDITS)
+    with torch.no_grad():  # cut both ways the caption enters: the pooled vector and the cross-attention
+        for layer in [dit.text_pooled_embed] + [block.cross_attn.proj for block in dit.blocks]:
+            layer.weight.zero_(), layer.bias.zero_()
+    blind = gaps()
+    # Same clips, same noise: only the caption differs, so a model that cannot read it shows no gap at all.
+    assert all(g == 0 and s == 0 for edit in evaluate.CAPTION_EDITS
+               for g, s in zip(blind[edit]["gap"], blind[edit]["se"]))
+    assert min(blind["loss"]) > 0
 
 
 def test_errors_name_the_file_and_the_fix(networks, tmp_path):

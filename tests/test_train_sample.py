@@ -2,6 +2,7 @@
 errors). Also the small training helpers against their formulas."""
 
 import math
+import os
 
 import imageio.v3 as iio
 import pytest
@@ -92,6 +93,9 @@ def test_resume_continues_and_refusals_keep_checkpoints(tmp_path):
                            "--vae-base-channels", "8"])
     train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "4", "--resume"])
     assert torch.load(f"{out_dir}/vae.pt", weights_only=True)["step"] == 4
+    written = os.stat(f"{out_dir}/vae.pt").st_mtime_ns
+    train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "4", "--resume"])  # finished: skipped
+    assert os.stat(f"{out_dir}/vae.pt").st_mtime_ns == written
 
 
 def test_dit_stage_trains_the_vae_first_when_missing(tmp_path):
