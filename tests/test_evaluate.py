@@ -1,6 +1,7 @@
 """Tests of evaluate.py: the Frechet distance against its closed form, the path fit against data.simulate, the
 tracker on digits that cross, the calibration (real clips near the ceiling, each corruption breaking its metric),
-the cached classifier, scoring GIFs from disk, the JSON report of a tiny trained model, and the errors."""
+the cached classifier, scoring GIFs from disk, the JSON report of a tiny trained model, the caption
+gaps (paired: zero for a model that cannot read the caption), and the errors."""
 
 import json
 import shutil
