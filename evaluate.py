@@ -67,6 +67,7 @@ METRICS = (
     "physics",  # share of tracks whose seen centres lie within physics_tolerance * digit_size of a world path
 )
 MOTIONS = tuple(data.DIRECTIONS) + (data.STILL,)  # what a direction judgement can say
+HEADING = {unit: name for name, unit in data.DIRECTIONS.items()}  # (dx, dy) unit step -> direction name
 
 
 def as_frames(videos):
@@ -407,8 +408,7 @@ def judge_motion(velocity, world):
     step = tuple(int(np.sign(v)) if abs(v) >= world.slow_speed / 2 else 0 for v in velocity)
     if step == (0, 0):
         return data.STILL, None
-    direction = next(name for name, unit in data.DIRECTIONS.items() if unit == step)
-    return direction, "fast" if np.abs(velocity).max() >= (world.slow_speed + world.fast_speed) / 2 else "slow"
+    return HEADING[step], "fast" if np.abs(velocity).max() >= (world.slow_speed + world.fast_speed) / 2 else "slow"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -788,9 +788,8 @@ def caption_edit(motions, edit, rng):
         return None
     if edit == "digit changed" or first.direction == data.STILL:
         return edited_motions(motions, "digit" if edit == "digit changed" else "direction", rng)
-    heading = {v: k for k, v in data.DIRECTIONS.items()}  # (dx, dy) unit steps -> direction name
     dx, dy = data.DIRECTIONS[first.direction]
-    return [replace(first, direction=heading[(-dx, -dy)])] + list(motions[1:])
+    return [replace(first, direction=HEADING[(-dx, -dy)])] + list(motions[1:])
 
 
 @torch.no_grad()
@@ -885,12 +884,11 @@ def psnr(videos, reference):
 def span_caption(scene, start, stop, rng):
     """A caption of frames start .. stop - 1 of a scene: each digit heads the way it moves at `start` (a bounce
     before it has mirrored the motion), and a bounce counts only if it happens inside the span."""
-    heading = {v: k for k, v in data.DIRECTIONS.items()}  # (dx, dy) unit steps -> direction name
     motions = []
     for n, (m, frames) in enumerate(zip(scene.motions, scene.bounce_frames)):
         if m.direction != data.STILL:
             step = tuple(int(v) for v in np.sign(scene.velocities[start, n]))
-            m = replace(m, direction=heading[step], bounces=any(start < b < stop - 1 for b in frames))
+            m = replace(m, direction=HEADING[step], bounces=any(start < b < stop - 1 for b in frames))
         motions.append(m)
     return data.caption(motions, rng)
 
