@@ -798,7 +798,7 @@ def caption_gaps(vae, text_encoder, dit, world, n, seed=0, times=GAP_TIMES, batc
     n val clips, each under the same noise with its own caption and with each of CAPTION_EDITS. Returns
     {"times", "loss": mean loss per t with the own caption, edit: {"gap": mean rise per t, "se": its standard
     error}}. A gap near 0 at every t means the model ignores that part of the caption."""
-    from diffusion import loss as diffusion_loss  # only this entry point needs the generative models
+    from diffusion import loss as diffusion_loss  # scoring videos needs no model files; this does
 
     real, scenes, _, _ = real_clips(world, "val", n, seed, cache_dir)
     device = next(dit.parameters()).device
