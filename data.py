@@ -17,10 +17,12 @@ Coordinates are (x, y) in pixels, x to the right and y down; a digit's position 
 
 import argparse
 import gzip
+import importlib.util
 import math
 import os
 import re
 import time
+import warnings
 from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
@@ -447,30 +449,38 @@ def _pick(options, rng):
     return options[rng.integers(len(options))]
 
 
-def _direction_phrase(direction, rng):
+def _direction_phrases(direction):
     dx, dy = DIRECTIONS[direction]
     h, v = {-1: "left", 1: "right"}.get(dx), {-1: "up", 1: "down"}.get(dy)
     if v is None:
-        return _pick((h, f"to the {h}", f"{h}ward", f"toward the {h}"), rng)
+        return (h, f"to the {h}", f"{h}ward", f"toward the {h}")
     if h is None:
-        return _pick((v, f"{v}ward", f"{v}wards", f"toward the {'upper' if v == 'up' else 'lower'} edge"), rng)
+        return (v, f"{v}ward", f"{v}wards", f"toward the {'upper' if v == 'up' else 'lower'} edge")
     compass = {"up": "north", "down": "south", "left": "west", "right": "east"}
-    return _pick((f"{v} and to the {h}", f"toward the {'upper' if v == 'up' else 'lower'} {h}",
-                  f"diagonally {v} and {h}", f"{compass[v]}-{compass[h]}"), rng)
+    return (f"{v} and to the {h}", f"toward the {'upper' if v == 'up' else 'lower'} {h}",
+            f"diagonally {v} and {h}", f"{compass[v]}-{compass[h]}")
 
 
 def _article(word):
     return "an" if word[0] in "8e" else "a"  # "an 8", "an eight"
 
 
+def _still_clauses(d):
+    return (f"{_article(d)} {d} stays still", f"the digit {d} sits motionless", f"a stationary {d}",
+            f"the number {d} stands still")
+
+
+def _subjects(d):
+    return (f"{_article(d)} {d}", f"the digit {d}", f"the number {d}")
+
+
 def _clause(motion, rng):
     d = str(motion.digit) if rng.random() < 0.7 else DIGIT_NAMES[motion.digit]
     if motion.direction == STILL:
-        return _pick((f"{_article(d)} {d} stays still", f"the digit {d} sits motionless",
-                      f"a stationary {d}", f"the number {d} stands still"), rng)
-    subject = _pick((f"{_article(d)} {d}", f"the digit {d}", f"the number {d}"), rng)
+        return _pick(_still_clauses(d), rng)
+    subject = _pick(_subjects(d), rng)
     verb, participle = _pick(_VERBS, rng)
-    direction = _direction_phrase(motion.direction, rng)
+    direction = _pick(_direction_phrases(motion.direction), rng)
     adverb = _pick(_SPEED_ADVERBS[motion.speed], rng)
     bounce = _pick(_BOUNCE_PARTICIPLES[motion.bounces] + _BOUNCE_FINITE[motion.bounces], rng)
     style = rng.integers(3)
@@ -483,14 +493,61 @@ def _clause(motion, rng):
     return f"{_article(adjective)} {adjective} {d} {participle} {direction}{bounce}"
 
 
-def caption(motions, rng):
-    """A dense caption stating every digit's identity, direction, speed and whether it bounces."""
-    text = _clause(motions[0], rng)
-    for motion in motions[1:]:
-        join = _pick(_JOINS, rng)
-        clause = _clause(motion, rng)
+def _sentence(clauses, joins):
+    """Clauses and the joins between them -> one caption; a clause after a full stop starts a new sentence."""
+    text = clauses[0]
+    for join, clause in zip(joins, clauses[1:]):
         text += join + (clause[0].upper() + clause[1:] if join == ". " else clause)
     return text[0].upper() + text[1:] + "."
+
+
+def caption(motions, rng):
+    """A dense caption stating every digit's identity, direction, speed and whether it bounces."""
+    clauses, joins = [_clause(motions[0], rng)], []
+    for motion in motions[1:]:
+        joins.append(_pick(_JOINS, rng))  # drawn before its clause, so a seed gives the captions it always gave
+        clauses.append(_clause(motion, rng))
+    return _sentence(clauses, joins)
+
+
+def _longest_clause(motion):
+    """The longest clause `_clause` can write for one motion. A clause is its picked phrases one after another,
+    so the longest takes the longest phrase at every pick; what cannot be chosen that way is tried in full: the
+    numeral or the name ("an 8", "an eight": the article changes too) and each of `_clause`'s three styles,
+    written here as there. tests/test_data.py checks that no random caption is longer."""
+    longest = lambda options: max(options, key=len)
+    clauses = []
+    for d in (str(motion.digit), DIGIT_NAMES[motion.digit]):
+        if motion.direction == STILL:
+            clauses.append(longest(_still_clauses(d)))
+            continue
+        subject = longest(_subjects(d))
+        verb = longest(verb for verb, _ in _VERBS)
+        participle = longest(participle for _, participle in _VERBS)
+        direction = longest(_direction_phrases(motion.direction))
+        adverb = longest(_SPEED_ADVERBS[motion.speed])
+        bounce = longest(_BOUNCE_PARTICIPLES[motion.bounces] + _BOUNCE_FINITE[motion.bounces])
+        adjective = longest(f"{_article(a)} {a}" for a in _SPEED_ADJECTIVES[motion.speed])
+        clauses += [f"{subject} {verb} {direction} {adverb}{bounce}",
+                    f"{subject} {verb} {adverb} {direction}{bounce}",
+                    f"{adjective} {d} {participle} {direction}{longest(_BOUNCE_PARTICIPLES[motion.bounces])}"]
+    return longest(clauses)
+
+
+def longest_caption(config):
+    """The longest caption the world's grammar writes for config: config.max_digits clauses, each the longest
+    over every digit and motion (only still digits when frames == 1), joined by the longest join. Size the text
+    encoder with it: tokenize needs len(longest_caption(config)) + 1 tokens (BOS).
+
+    Exact for the grammar; the physics can only make it shorter (a canvas so small that every digit must hit
+    a wall never says "never touches the edges"). Every (digit, motion) is tried, held-out pairs included, as
+    the holdout split's first digit may take one."""
+    moving = [DigitMotion(digit, direction, speed, bounces) for digit in range(10) for direction in DIRECTIONS
+              for speed in SPEEDS for bounces in (True, False)]
+    still = [DigitMotion(digit, STILL, None, False) for digit in range(10)]
+    clause = max(map(_longest_clause, still + (moving if config.frames > 1 else [])), key=len)
+    count = config.max_digits
+    return _sentence([clause] * count, [max(_JOINS, key=len)] * (count - 1))
 
 
 def _tokens(text):
@@ -637,35 +694,61 @@ def video_grid(videos, columns=None, pad=2):
     return grid.numpy()
 
 
-def save_video(path, frames, fps=8):
-    """Write (F, H, W) uint8 frames as .gif/.mp4, or a 1-frame video as .png; atomically (temp file, rename)."""
-    import imageio.v3 as iio  # only writing needs imageio; the world itself needs numpy and torch alone
-
+def check_video_path(path, num_frames):
+    """Raise ValueError, saying what to do, if save_video could not write num_frames frames to path: checked
+    before the frames are made, so a mistake costs nothing."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".gif", ".mp4", ".png"):
         raise ValueError(f"cannot write {path!r}: use a .gif, .mp4 or (for one frame) .png file name")
-    if ext == ".png" and len(frames) != 1:
-        raise ValueError(f"{path} is a .png but the video has {len(frames)} frames; use .gif or .mp4")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{ext}"
-    if ext == ".png":
-        iio.imwrite(tmp, frames[0])
-    elif ext == ".gif":
-        # The comment lets load_video undo Pillow's merging of identical consecutive frames.
-        iio.imwrite(tmp, frames, duration=1000 / fps, loop=0, comment=f"frame_ms={1000 / fps:g}".encode())
-    else:
-        try:
+    if ext == ".png" and num_frames != 1:
+        raise ValueError(f"{path} is a .png but the video has {num_frames} frames; use .gif or .mp4")
+    if ext == ".mp4" and not any(importlib.util.find_spec(name) for name in ("imageio_ffmpeg", "av")):
+        raise ValueError(f"cannot write {path}: imageio needs an ffmpeg backend for MP4 "
+                         "(pip install imageio-ffmpeg); or write a .gif")
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a folder; give a file name such as "
+                         f"{os.path.join(path, 'sample' + (ext or '.gif'))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # the nearest folder that exists: save_video makes the rest
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose another path")
+
+
+def save_video(path, frames, fps=8):
+    """Write (F, H, W) uint8 frames as .gif/.mp4, or a 1-frame video as .png; atomically (temp file, rename).
+    A failure names `path` and leaves neither half a file nor the temp file behind."""
+    import imageio.v3 as iio  # only writing needs imageio; the world itself needs numpy and torch alone
+
+    check_video_path(path, len(frames))
+    ext = os.path.splitext(path)[1].lower()
+    tmp = f"{path}.tmp{ext}"  # beside path, so the rename is atomic; imageio picks the format by the extension
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if ext == ".png":
+            iio.imwrite(tmp, frames[0])
+        elif ext == ".gif":
+            # The comment lets load_video undo Pillow's merging of identical consecutive frames.
+            iio.imwrite(tmp, frames, duration=1000 / fps, loop=0, comment=f"frame_ms={1000 / fps:g}".encode())
+        else:
             iio.imwrite(tmp, frames, fps=fps, codec="libx264")
-        except Exception as e:  # imageio needs an ffmpeg backend for MP4, which is not a dependency here
-            raise RuntimeError(f"writing {path} as MP4 failed ({e}); use a .gif, or pip install imageio-ffmpeg") from None
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except OSError as e:  # the user chose path; the temp file's name would only puzzle them
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
 
 
 def load_video(path):
     """Read a .gif, .mp4 or .png (an image is a 1-frame video; only an animated PNG's first frame is read) -> uint8
-    (F, H, W), grey; an error that names the file and what is accepted if it cannot be read."""
-    import imageio.v3 as iio
-
+    (F, H, W), grey: the picture a person sees when the file is shown over black, the world's background. An
+    image's transparent parts are black (grey = luminance * alpha), so a white digit drawn in the alpha channel
+    reads as a white digit. Pixels are never inverted: dark ink on a light background stays so, with a warning.
+    A file that cannot be read, or whose pixels have no agreed grey, is an error that names it and says what to do.
+    """
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".gif", ".mp4", ".png"):
         raise ValueError(f"cannot read {path!r}: give a .gif or .mp4 video, or a .png image")
@@ -673,18 +756,72 @@ def load_video(path):
         raise FileNotFoundError(f"no file at {path}")
     try:
         if ext == ".mp4":
-            frames = np.asarray(iio.imread(path, index=None))  # (F, H, W, 3)
-            frames = frames[..., :3].mean(-1) if frames.ndim == 4 else frames  # the world is grey
-        else:  # Pillow converts any mode (palette, RGB, grey with alpha, ...) to grey
-            frames = np.asarray(iio.imread(path, index=None if ext == ".gif" else 0, plugin="pillow", mode="L"))
+            frames = _read_mp4(path)
+        else:
+            pages = _read_pages(path, every_frame=ext == ".gif")
     except Exception as e:
         hint = " (MP4 needs an ffmpeg backend: pip install imageio-ffmpeg, or give a .gif)" if ext == ".mp4" else ""
         raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}){hint}") from None
-    if frames.ndim == 2:
-        frames = frames[None]  # (1, H, W)
+    if ext != ".mp4":
+        frames = np.stack([_grey_over_black(page, path) for page in pages])  # (F, H, W)
     if ext == ".gif":
         frames = _unmerge_gif_frames(path, frames)
+    _warn_if_not_light_on_black(path, frames)
     return frames.astype(np.uint8)  # (F, H, W)
+
+
+def _read_mp4(path):
+    import imageio.v3 as iio  # reading and writing files need imageio; the world itself needs numpy and torch alone
+
+    frames = np.asarray(iio.imread(path, index=None))  # (F, H, W, 3)
+    return frames[..., :3].mean(-1) if frames.ndim == 4 else frames  # the world is grey
+
+
+def _read_pages(path, every_frame):
+    """An image file's pages as Pillow images, decoded here so that a broken file fails here: every frame of a
+    GIF (each already drawn over the ones before it, as its disposal rules say), or the first page."""
+    from PIL import Image, ImageSequence  # Pillow comes with imageio
+
+    with Image.open(path) as image:
+        pages = [page.copy() for page in (ImageSequence.Iterator(image) if every_frame else [image])]
+        if image.format == "PNG":  # older Pillow opens 16-bit grey PNGs as 32-bit "I"; a PNG holds 16 bits at most
+            pages = [page.convert("I;16") if page.mode == "I" else page for page in pages]
+    return pages
+
+
+# Pillow modes whose pixels have a known white: 8-bit ones Pillow converts to RGBA itself (palette and grey
+# transparency become alpha), and 16-bit grey, read by hand because Pillow's conversion clips it at 255.
+_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def _grey_over_black(page, path):
+    """A Pillow image -> (H, W) whole numbers in [0, 255]: its luminance where opaque, black where transparent. Over
+    black, because the world draws light digits on a black background; a viewer that shows transparency over a
+    dark background shows the same picture."""
+    if page.mode in _SIXTEEN_BIT_MODES:
+        return np.round(np.asarray(page, np.float64) / 257)  # 65535 -> 255
+    if page.mode not in _EIGHT_BIT_MODES:
+        raise ValueError(f"cannot read {path}: its pixels are Pillow mode {page.mode!r}, which has no agreed grey "
+                         "(32-bit or float pixels, or a colour space other than RGB); save it as an 8-bit grey, "
+                         "RGB or RGBA PNG")
+    rgba = page.convert("RGBA")
+    luminance = np.asarray(rgba.convert("L"), np.float64)  # (H, W); Pillow's ITU-R 601 weights, alpha ignored
+    alpha = np.asarray(rgba.getchannel("A"), np.float64)  # (H, W)
+    return np.round(luminance * alpha / 255)
+
+
+def _warn_if_not_light_on_black(path, frames):
+    """The world is light ink on black. A file that cannot show that is read all the same (inverting a picture
+    would guess what its maker meant) but it gets a warning, since a model prompted with it will not make sense."""
+    if frames.min() == frames.max():
+        warnings.warn(f"{path} is one flat grey ({frames.min():.0f}) over the world's black background: no digit "
+                      "to see; dark ink on a transparent background vanishes, so draw the digit in light ink",
+                      stacklevel=3)
+    elif np.median(frames) > 127:
+        warnings.warn(f"{path} is mostly light (median grey {np.median(frames):.0f}): the world draws light digits "
+                      "on black, so dark ink on a light background is out of its world; invert it first if that "
+                      "is what it is (PIL.ImageOps.invert)", stacklevel=3)
 
 
 def _unmerge_gif_frames(path, frames):
@@ -705,6 +842,13 @@ def _unmerge_gif_frames(path, frames):
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line: preview, glyph sheet, benchmark
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake prints one line (`prog: error: ...`), not the usage of every flag before it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def _parse_flag(kind):
@@ -740,8 +884,24 @@ def benchmark(config, seconds=3.0):
     return count / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="The moving-digits world: preview videos, glyphs, benchmark.")
+
+
+def _check_request(args, config):
+    """Raise ValueError, saying what to do, for a request the preview could not carry out."""
+    if not (args.out or args.glyphs or args.bench):
+        raise ValueError("nothing to do: pass --out FILE, --glyphs FILE or --bench")
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: the preview needs at least 1 video")
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: numpy takes seeds >= 0; give one")
+    if args.out:
+        check_video_path(args.out, config.frames)
+    if args.glyphs:
+        check_video_path(args.glyphs, 1)
+
+
+def main(argv=None):
+    parser = ArgumentParser(prog="data.py", description="The moving-digits world: preview videos, glyphs, benchmark.")
     parser.add_argument("--out", default="", help="write sample videos (.gif/.mp4), a grid, or one clip if --n 1; "
                         "print their captions")
     parser.add_argument("--glyphs", default="", help="write a sheet of glyphs (.png): one row per digit")
@@ -750,10 +910,19 @@ def main():
     parser.add_argument("--n", type=int, default=8, help="videos in the preview")
     parser.add_argument("--seed", type=int, default=0)
     add_config_flags(parser, WorldConfig)
-    args = parser.parse_args()
-    config = config_from_args(WorldConfig, args)
-    if not (args.out or args.glyphs or args.bench):
-        parser.error("nothing to do: pass --out FILE, --glyphs FILE or --bench")
+    args = parser.parse_args(argv)
+    try:  # every mistake in the request is found here, before a glyph is drawn
+        config = config_from_args(WorldConfig, args)
+        _check_request(args, config)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        _preview(args, config)
+    except (ValueError, OSError) as e:  # a bad --mnist, a full disk: one line too (a bug keeps its traceback)
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+
+
+def _preview(args, config):
     if args.bench:
         bench_config = WorldConfig(**{**vars(config), "min_digits": 2, "max_digits": 2})
         print(f"{benchmark(bench_config):.0f} videos/s on one CPU core "

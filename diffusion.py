@@ -20,6 +20,7 @@ The convention, used everywhere in nanosora and tested in tests/test_diffusion.p
 Everything here is model-agnostic: the caller passes `velocity_fn(x_t, t) -> velocity`, a closure around the
 DiT and the text features. Latents are (B, c, f, h, w); t is (B,), or (B, f) for one timestep per latent frame.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -177,7 +178,12 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     given_latents (B, c, f, h, w) with given_frames (B, f) bool, True = given: those frames (a first image to
         animate, a video to extend) are held exactly at their clean values and the model is told so with
         t = 0 there, so velocity_fn then gets t of shape (B, f) -- the same form training uses for them.
+    Raises ValueError for steps < 1 or a non-finite guidance scale or shift.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1 (Euler steps from t_start to 0): got {steps}")
+    if not (math.isfinite(guidance_scale) and math.isfinite(shift) and shift > 0):
+        raise ValueError(f"guidance_scale must be finite and shift finite and > 0: got {guidance_scale}, {shift}")
     # A uniform grid in "unshifted" time, shifted. Starting it at shift_timesteps(t_start, 1 / shift) makes the
     # shifted grid start exactly at t_start; it always ends exactly at 0.
     u_start = shift_timesteps(t_start, 1 / shift)  # a Python float, so exact in double precision

@@ -20,7 +20,7 @@ with some latent frames given clean (train.py, given_prob), so it continues what
     python sample.py --expand --prompt "a 3"                       # prompt expansion into a full caption
 """
 
-import argparse
+import math
 import os
 import sys
 
@@ -28,63 +28,14 @@ import numpy as np
 import torch
 
 import data
+from common import load_models, load_vae, pick_device, run_cli
 from diffusion import DiffusionConfig, add_noise, sample
-from dit import DiT, DiTConfig
-from text_encoder import TextEncoder, TextEncoderConfig, tokenize
-from vae import VAEConfig, VideoVAE
+from text_encoder import tokenize
 
 
-def pick_device(name=""):
-    """The named device, else CUDA, else Apple's MPS, else the CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def load_checkpoint(path):
-    """A checkpoint dict from train.py, or an error that says what to do."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `python train.py --out-dir "
-                                f"{os.path.dirname(path) or '.'}`, or point --out-dir at the folder that has it")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); it may be truncated or "
-                         "from another program: delete it and train again, or use another --out-dir") from None
-
-
-def load_weights(module, state, path):
-    """load_state_dict, with an error that says what to do when the checkpoint is from other code."""
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not fit this version of {type(module).__name__} "
-                         f"({str(e).splitlines()[1].strip()[:200]}...); retrain it, or use the code it was made with") from None
-
-
-def load_vae(out_dir, device):
-    """The trained, frozen VAE from out_dir/vae.pt, with its latent scale."""
-    path = os.path.join(out_dir, "vae.pt")
-    checkpoint = load_checkpoint(path)
-    vae = VideoVAE(VAEConfig(**checkpoint["config"]["vae"]))
-    load_weights(vae, checkpoint["model"], path)
-    return vae.to(device).eval().requires_grad_(False)
-
-
-def load_text_to_video(out_dir, device, ema=True):
-    """(text_encoder, dit, checkpoint) from out_dir/dit.pt; the EMA weights unless ema=False."""
-    path = os.path.join(out_dir, "dit.pt")
-    checkpoint = load_checkpoint(path)
-    text_encoder = TextEncoder(TextEncoderConfig(**checkpoint["config"]["text"]))
-    dit = DiT(DiTConfig(**checkpoint["config"]["dit"]))
-    weights = checkpoint["ema"] if ema else checkpoint["model"]
-    load_weights(text_encoder, weights["text_encoder"], path)
-    load_weights(dit, weights["dit"], path)
-    return text_encoder.to(device).eval(), dit.to(device).eval(), checkpoint
+def load_text_to_video(out_dir, device, ema=True):  # TEMP shim until evaluate.py moves to load_models
+    models = load_models(out_dir, device, ema)
+    return models.text_encoder, models.dit, models.checkpoint
 
 
 def check_size(vae, dit, frames, height, width):
@@ -110,7 +61,11 @@ def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, g
         kept exactly, and the model is told they are clean (t = 0 there), as in training.
     edit: latents (B, c, f, h, w) of videos to edit (SDEdit): they are noised to t = strength and denoised
         from there with the prompts, so strength 0 keeps them and strength 1 is plain text-to-video.
+    Raises ValueError for an empty prompt list, a size the models cannot take, steps < 1 or a non-finite
+    guidance scale, before any sampling.
     """
+    if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a non-empty list of strings: got {prompts!r}")
     check_size(vae, dit, frames, height, width)
     device = next(dit.parameters()).device
     B = len(prompts)
@@ -320,21 +275,22 @@ def pad_time(video, before, after):
     return torch.cat([blank(before), video, blank(after)], 2)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Sample videos from the checkpoints in --out-dir: from text, or "
-                                     "prompted with an image or videos (at most one of --image, --extend, --edit, "
-                                     "--connect, --loop).")
+def parse_args(argv=None):
+    parser = data.ArgumentParser(prog="sample.py", description="Sample videos from the checkpoints in --out-dir: from "
+                                 "text, or prompted with an image or videos (at most one of --image, --extend, "
+                                 "--edit, --connect, --loop).")
     parser.add_argument("--out-dir", default="out", help="folder with vae.pt and dit.pt from train.py")
     parser.add_argument("--prompt", action="append", default=[], help="a caption; repeat for several")
     parser.add_argument("--n", type=int, default=1, help="samples per prompt (a grid if more than one video)")
-    parser.add_argument("--frames", type=int, default=0, help="F; 1 writes an image (default: the training clips'). "
-                        "With an input video, the length of the window that is sampled")
-    parser.add_argument("--height", type=int, default=0, help="H (default: the training clips', or the input's)")
-    parser.add_argument("--width", type=int, default=0, help="W (default: the training clips', or the input's)")
-    parser.add_argument("--steps", type=int, default=0, help="Euler steps (default: the checkpoint's)")
-    parser.add_argument("--cfg", type=float, default=-1.0, help="guidance scale; 1 = none (default: checkpoint's)")
+    parser.add_argument("--frames", type=int, default=None, help="F; 1 writes an image (default: the training "
+                        "clips'). With an input video, the length of the window that is sampled")
+    parser.add_argument("--height", type=int, default=None, help="H (default: the training clips', or the input's)")
+    parser.add_argument("--width", type=int, default=None, help="W (default: the training clips', or the input's)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale >= 0; 1 = none (default: the "
+                        "checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--fps", type=int, default=8, help="frames per second of the GIF or MP4, 1 to 50")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     parser.add_argument("--out", default="", help=".gif, .mp4 or (1 frame) .png; default out-dir/sample.gif|png")
@@ -356,14 +312,29 @@ def main(argv=None):
                        "training grammar (unsaid attributes drawn from --seed) and print it")
     modes.add_argument("--side-by-side", action="store_true", help="write the input(s) beside the output")
     args = parser.parse_args(argv)
+    args.mode = check_flags(parser, args)
+    return args
+
+
+def check_flags(parser, args):
+    """Refuse, before anything is loaded, flags out of range or that do not go together; returns the mode."""
     mode = [name for name in ("image", "extend", "edit", "connect", "loop") if getattr(args, name)]
     if len(mode) > 1:
         parser.error(f"choose one of --image, --extend, --edit, --connect, --loop: got {', '.join(mode)}")
     mode = mode[0] if mode else "text"
     if not args.prompt:
         parser.error('give at least one --prompt, e.g. --prompt "a 3 moves left slowly"')
-    if args.n < 1:
-        parser.error(f"--n must be at least 1: got {args.n}")
+    # "Not given" is None, never a value a user could type, so every value given is checked, none replaced.
+    for flag, value, smallest in (("--n", args.n, 1), ("--frames", args.frames, 1), ("--height", args.height, 1),
+                                  ("--width", args.width, 1), ("--steps", args.steps, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < smallest:
+            parser.error(f"{flag} must be at least {smallest}: got {value}")
+    if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
+        parser.error(f"--cfg must be a finite number >= 0 (1 = no guidance, 4 = the usual): got {args.cfg}")
+    if not 1 <= args.fps <= 50:  # GIF delays are whole hundredths of a second; players slow down under 20 ms
+        parser.error(f"--fps must be 1 to 50: got {args.fps}")
+    if args.strength is not None and not 0 < args.strength <= 1:
+        parser.error(f"--strength must be in (0, 1]: got {args.strength}")
     # Flags that only mean something in one mode are refused elsewhere, not silently dropped.
     for flag, value, modes_of_flag in (("--direction", args.direction, ("extend",)),
                                        ("--strength", args.strength, ("edit",)),
@@ -377,16 +348,16 @@ def main(argv=None):
     if args.side_by_side and mode in ("text", "loop"):
         parser.error("--side-by-side shows the input beside the output: use it with --image, --extend, --edit "
                      "or --connect")
+    if mode == "edit" and args.frames is not None:
+        parser.error("--edit keeps the video's length: drop --frames")
+    if mode != "text" and args.frames is not None and args.frames < 2:
+        parser.error(f"--{mode} makes a video: --frames must be a video length such as 9 or 17")
+    return mode
 
-    device = pick_device(args.device)
-    vae = load_vae(args.out_dir, device)
-    text_encoder, dit, checkpoint = load_text_to_video(args.out_dir, device, ema=not args.no_ema)
-    models = (vae, text_encoder, dit)
-    world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
-    sampling = dict(steps=args.steps or diffusion.sample_steps, shift=diffusion.shift,
-                    guidance_scale=diffusion.guidance_scale if args.cfg < 0 else args.cfg)
 
-    # ---- inputs: read, checked against each other and against the asked size
+def read_inputs(args, mode, world, device):
+    """The input videos of the mode, each (1, 1, n, H, W), and the (frames, height, width) to sample: the input's
+    size (prompting keeps it), else the flags, else the training clips'."""
     paths = {"image": [args.image], "extend": [args.extend], "edit": [args.edit]}.get(mode, args.connect or [])
     inputs = [read_input(path, mode, device) for path in paths]  # each (1, 1, n, H, W)
     height, width = args.height or world["height"], args.width or world["width"]
@@ -399,17 +370,31 @@ def main(argv=None):
                                  f"{args.width or in_width}x{args.height or in_height}; prompting keeps the input's "
                                  "size: resize it (or drop --height/--width)")
         height, width = in_height, in_width
-    frames = args.frames or world["frames"]
-    if mode == "edit":
-        frames = inputs[0].shape[2]  # an edit keeps the video's length
-        if args.frames and args.frames != frames:
-            parser.error(f"--edit keeps the video's length ({frames} frames): drop --frames")
-    if mode != "text" and frames < 2:
-        parser.error(f"--{mode} makes a video: --frames must be a video length such as {world['frames']}")
+    frames = inputs[0].shape[2] if mode == "edit" else args.frames or world["frames"]  # an edit keeps the length
+    if mode not in ("text", "edit") and frames < 2:
+        raise ValueError(f"--{mode} makes a video: --frames must be a video length such as {world['frames']}")
+    return inputs, (frames, height, width), paths
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mode = args.mode
+    device = pick_device(args.device)
+    vae, text_encoder, dit, checkpoint = load_models(args.out_dir, device, ema=not args.no_ema)
+    models = (vae, text_encoder, dit)
+    world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
+    sampling = dict(steps=args.steps or diffusion.sample_steps, shift=diffusion.shift,
+                    guidance_scale=diffusion.guidance_scale if args.cfg is None else args.cfg)
+
+    # ---- inputs and the output: read, checked against each other and against the asked size, before sampling
+    inputs, (frames, height, width), paths = read_inputs(args, mode, world, device)
     try:
         check_size(vae, dit, frames, height, width)
     except ValueError as e:
         raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
+    image = mode == "text" and frames == 1
+    out = args.out or os.path.join(args.out_dir, "sample.png" if image else "sample.gif")
+    data.check_video_path(out, 1 if image else frames)
 
     # ---- prompts
     rng = np.random.default_rng(args.seed)
@@ -446,9 +431,6 @@ def main(argv=None):
         videos = loop(models, prompts, frames, height, width, context, seed=args.seed, **sampling)
 
     # ---- write
-    out = args.out or os.path.join(args.out_dir, "sample.png" if videos.shape[2] == 1 else "sample.gif")
-    if videos.shape[2] == 1 and not out.endswith(".png") or videos.shape[2] > 1 and out.endswith(".png"):
-        parser.error(f"--out {out}: a 1-frame sample is written as .png, a video as .gif or .mp4")
     if args.side_by_side:  # each row: the input(s), then the output
         columns = len(shown) + 1
         videos_shown = torch.stack([*shown, videos], 1).flatten(0, 1)  # (B * columns, 1, F, H, W)
@@ -464,7 +446,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:  # bad input: the message says what to do; no traceback
-        sys.exit(f"sample.py: error: {e}")
+    run_cli(main, "sample.py")

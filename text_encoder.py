@@ -26,7 +26,7 @@ VOCAB_SIZE = 2 + ord(LAST_CHAR) - ord(FIRST_CHAR) + 1  # 97
 
 @dataclass
 class TextEncoderConfig:
-    max_len: int = 256  # tokens per caption including BOS (two-digit captions reach ~170); fixed once trained
+    max_len: int = 256  # tokens per caption with BOS (two-digit captions reach 195 characters); fixed once trained
     dim: int = 256  # E, the width of the text features the DiT attends to
     depth: int = 4  # encoder blocks
     heads: int = 4

@@ -18,7 +18,6 @@ DiTConfig (--dit-*) and TextEncoderConfig (--text-*) is a flag; `--preset` picks
 
 import argparse
 import copy
-import json
 import math
 import os
 import time
@@ -32,7 +31,9 @@ import data
 import diffusion
 import evaluate
 from dit import DiT, DiTConfig
-from sample import generate, load_checkpoint, load_vae, pick_device
+from common import (TrainingDiverged, check_same_vae, load_checkpoint, load_models, load_vae, make_folder,
+                    pick_device, run_cli, save_checkpoint, vae_from_checkpoint, vae_record, write_json, write_text)
+from sample import generate
 from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
 from vae import VAEConfig, VideoVAE
 
@@ -76,6 +77,21 @@ class TrainConfig:
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
 
+    def __post_init__(self):
+        """Refuse, naming the flag, values that would fail deep inside torch or silently train nothing."""
+        if self.stage not in ("vae", "dit", "all"):
+            raise ValueError(f"--stage must be vae, dit or all: got {self.stage!r}")
+        rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
+                                            "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips")),
+                 (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
+                                             "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips")),
+                 ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob")),
+                 ("in [0, 1)", lambda v: 0 <= v < 1, ("ema_decay", "caption_dropout")))
+        for rule, holds, names in rules:
+            for name in names:
+                if not holds(getattr(self, name)):  # NaN fails every comparison, so it is refused too
+                    raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
+
 
 # Named sizes: each overrides defaults of TrainConfig, WorldConfig and DiffusionConfig (no prefix) and of
 # VAEConfig / DiTConfig / TextEncoderConfig (prefixes vae_, dit_, text_).
@@ -97,6 +113,7 @@ PRESETS = {
                   vae_base_channels=128, vae_channel_mults=(1, 2, 4), vae_steps=40000, vae_batch_size=32,
                   vae_lr=4e-4, vae_warmup=1000, vae_eval_clips=512,
                   dit_dim=768, dit_depth=12, dit_heads=12, text_dim=384, text_depth=6, text_heads=6,
+                  text_max_len=320,  # three-digit captions reach 296 characters (data.longest_caption)
                   dit_steps=100000, dit_batch_size=128, dit_lr=2e-4, dit_warmup=2000, ema_decay=0.9999,
                   num_workers=8, log_every=100, sample_every=10000, ckpt_every=5000, bin_every=1000),
 }
@@ -141,10 +158,46 @@ def update_ema(ema_model, model, decay):
         ema_param.lerp_(param, 1 - decay)
 
 
-def save_checkpoint(path, checkpoint):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never half a file."""
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
+def rng_state(generator=None):
+    """Every random stream training draws from, for the checkpoint, so that a resumed run draws exactly what the
+    straight run would have: torch's global streams (the VAE's posterior noise, dropout) and the DiT's generator
+    (cache indices, caption dropout, timesteps, noise, given frames)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng_state(state, generator=None):
+    if state is None:  # a checkpoint from before the streams were saved: they go on from the seed instead
+        return
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["mps"])
+    if generator is not None:
+        generator.set_state(state["generator"])
+
+
+def check_finite(window, first_step, stage, train, parameters=()):
+    """Stop training at the first step whose loss or gradient norm is NaN or inf, or if a parameter is, before
+    anything is saved, so the last good checkpoint stays as it was. window: per-step rows of logged values
+    (loss, ..., grad norm) for steps first_step + 1, ...; reading them waits for the GPU, so this runs when the
+    log does, and with the parameters (an update can overflow after a finite loss) before each checkpoint."""
+    rows = torch.stack(window) if window else torch.zeros(0, 1)  # (steps, values)
+    bad_rows = (~rows.isfinite()).any(dim=1).nonzero()  # (bad steps, 1)
+    if len(bad_rows) or not all(p.isfinite().all() for p in parameters):
+        step = first_step + int(bad_rows[0]) + 1 if len(bad_rows) else first_step + len(window)
+        message = (f"stage {stage}: the loss, gradient norm or weights became NaN or inf at step {step}, so "
+                   f"training stopped and {stage}.pt keeps its last good checkpoint; try a lower --{stage}-lr (now "
+                   f"{getattr(train, stage + '_lr'):g}) or a longer --{stage}-warmup, then --resume")
+        log(train.out_dir, message)
+        raise TrainingDiverged(message)
 
 
 def log(out_dir, line):
@@ -153,14 +206,17 @@ def log(out_dir, line):
         f.write(line + "\n")
 
 
-def existing_checkpoint(path, steps, train, configs):
+def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
     """The checkpoint to resume, or None to start afresh, or "done" if it is already trained. Never overwrites
-    a user's checkpoint by accident, and refuses to resume one of other sizes (its weights would not fit)."""
+    a user's checkpoint by accident, and refuses to resume one of other sizes (its weights would not fit) or a
+    DiT trained on another VAE than vae_checkpoint (its latents would mean something else)."""
     if not os.path.exists(path):
         if train.resume:
             print(f"--resume: no {path} yet, starting afresh")
         return None
     checkpoint = load_checkpoint(path)
+    if vae_checkpoint is not None:
+        check_same_vae(checkpoint, vae_checkpoint, path, os.path.join(train.out_dir, "vae.pt"))
     for name, config in configs.items():
         saved = checkpoint["config"][name]
         diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items() if saved.get(k) != v]
@@ -180,9 +236,12 @@ def clip_batches(world, seed, batch_size, start_step, num_workers):
     so a resumed run continues the stream where it stopped."""
     dataset = data.MovingDigits(world, "train", seed=seed)
     sampler = range(start_step * batch_size, 10**12)
+    # Its own generator: a DataLoader draws its workers' base seed when iterated, and from torch's global stream
+    # that draw would shift the VAE's posterior noise between a straight run and a resumed one.
     return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                                            persistent_workers=num_workers > 0))
+                                            persistent_workers=num_workers > 0,
+                                            generator=torch.Generator().manual_seed(seed)))
 
 
 def as_images(videos):
@@ -229,11 +288,22 @@ def write_reconstructions(vae, world, device, path, clips=8):
     data.save_video(path, data.video_grid(pairs, columns=4))
 
 
+def write_missing_vae_outputs(out_dir, world, device):
+    """A finished stage skipped on --resume still writes its end products if a kill came between its final
+    checkpoint and them: the metrics (kept in the checkpoint) and the reconstruction GIF."""
+    metrics_path, recon_path = os.path.join(out_dir, "vae_metrics.json"), os.path.join(out_dir, "vae_recon.gif")
+    if not os.path.exists(metrics_path):
+        write_json(metrics_path, load_checkpoint(os.path.join(out_dir, "vae.pt"))["metrics"])
+    if not os.path.exists(recon_path):
+        write_reconstructions(load_vae(out_dir, device), world, device, recon_path)
+
+
 def train_vae(train, world, vae_config, device):
     path, steps = os.path.join(train.out_dir, "vae.pt"), train.steps or train.vae_steps
     checkpoint = existing_checkpoint(path, steps, train, {"vae": vae_config, "world": world})
     if checkpoint == "done":
         log(train.out_dir, f"{path} is trained: skipping stage vae (--resume --vae-steps N trains it further)")
+        write_missing_vae_outputs(train.out_dir, world, device)
         return
 
     # ---- model and optimizer
@@ -246,6 +316,7 @@ def train_vae(train, world, vae_config, device):
         vae.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_step = checkpoint["step"]
+        restore_rng_state(checkpoint.get("rng"))  # the posterior noise goes on as in the straight run
         log(train.out_dir, f"resuming {path} at step {start_step}")
     loss_fn = torch.compile(vae.loss) if train.compile else vae.loss
     latent = vae.latent_shape(world.frames, world.height, world.width)
@@ -256,14 +327,14 @@ def train_vae(train, world, vae_config, device):
     def save(step, metrics):
         save_checkpoint(path, {"config": {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)},
                                "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "latent_scale": float(vae.latent_scale), "metrics": metrics})
+                               "latent_scale": float(vae.latent_scale), "metrics": metrics, "rng": rng_state()})
 
     # ---- the loop
     started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
-    tick, window = time.perf_counter(), []
+    tick, window, window_start = time.perf_counter(), [], start_step
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
@@ -271,7 +342,7 @@ def train_vae(train, world, vae_config, device):
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss, mse, kl = loss_fn(video)
+            loss, mse, kl = loss_fn(video, check_values=False)  # the world's clips are in range: no GPU wait
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
@@ -280,29 +351,29 @@ def train_vae(train, world, vae_config, device):
         window.append(torch.stack([loss.detach(), mse.detach(), kl.detach(), grad_norm]).float())
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            check_finite(window, window_start, "vae", train)  # waits for the GPU, as the log's .tolist() does
             elapsed = time.perf_counter() - tick
             loss_mean, mse_mean, kl_mean, grad_mean = torch.stack(window).mean(0).tolist()
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
                                f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
                                f" | {1000 * elapsed / len(window):.0f} ms/step | "
                                f"{train.vae_batch_size * len(window) / elapsed:.1f} clips/s")
-            tick, window = time.perf_counter(), []
+            tick, window, window_start = time.perf_counter(), [], step + 1
         if (step + 1) % train.sample_every == 0:
             write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
             vae.train()
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
+            check_finite(window, window_start, "vae", train, vae.parameters())
             save(step + 1, {})
 
     # ---- after training: the latent scale, the PSNR on unseen clips, the final checkpoint
+    check_finite([], steps, "vae", train, vae.parameters())
     vae.latent_scale.fill_(measure_latent_scale(vae, world, device))
     metrics = {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips),
                "latent_scale": float(vae.latent_scale)}
     write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
     save(steps, metrics)
-    with open(os.path.join(train.out_dir, "vae_metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json(os.path.join(train.out_dir, "vae_metrics.json"), metrics)
     log(train.out_dir, f"vae done in {(time.perf_counter() - started) / 60:.1f} min: val PSNR {metrics['val_psnr']:.2f} "
                        f"dB on {train.vae_eval_clips} unseen clips, latent scale {metrics['latent_scale']:.4f}; saved {path}")
 
@@ -333,9 +404,17 @@ def write_samples(vae, text_encoder, dit, world, diffusion_config, path, seed=0)
     prompts = sample_prompts(world)
     videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width,
                       diffusion_config.sample_steps, diffusion_config.guidance_scale, diffusion_config.shift, seed)
+    write_text(os.path.splitext(path)[0] + ".txt", "".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
     data.save_video(path, data.video_grid(videos, columns=4))
-    with open(os.path.splitext(path)[0] + ".txt", "w") as f:
-        f.write("".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
+
+
+def write_missing_samples(out_dir, world, diffusion_config, device):
+    """A finished stage skipped on --resume still writes its samples if a kill came between them and its final
+    checkpoint (the GIF is written last, so its presence means both are there)."""
+    path = os.path.join(out_dir, "samples.gif")
+    if not os.path.exists(path):
+        vae, text_encoder, dit, _ = load_models(out_dir, device)
+        write_samples(vae, text_encoder, dit, world, diffusion_config, path)
 
 
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
@@ -343,19 +422,18 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     if not os.path.exists(os.path.join(out_dir, "vae.pt")):
         log(out_dir, f"no VAE in {out_dir}: training it first")
         train_vae(train, world, vae_config, device)
-    vae = load_vae(out_dir, device)
+    vae_path = os.path.join(out_dir, "vae.pt")
+    vae_checkpoint = load_checkpoint(vae_path)
+    vae = vae_from_checkpoint(vae_checkpoint, vae_path, device)
     vae.check_video_shape(world.frames, world.height, world.width)
+    trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
     # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
     dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
-    for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
-        if dit_config.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
-            raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "
-                             f"{','.join(map(str, dit_config.patch_size))}; use 1,{dit_config.patch_size[1]},"
-                             f"{dit_config.patch_size[2]} or {flag} 0")
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
-    checkpoint = existing_checkpoint(path, steps, train, configs)
+    checkpoint = existing_checkpoint(path, steps, train, configs, vae_checkpoint)
     if checkpoint == "done":
         log(out_dir, f"{path} is trained: skipping stage dit (--resume --dit-steps N trains it further)")
+        write_missing_samples(out_dir, world, diffusion_config, device)
         return
 
     # ---- models, EMA copies and optimizer
@@ -394,7 +472,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         log(out_dir, f"latent cache: {len(cached_captions)} clips, latents {tuple(cached_latents.shape)}")
     else:
         batches = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
-    generator = torch.Generator().manual_seed(train.seed + start_step)  # caption dropout, timesteps, noise
+    generator = torch.Generator().manual_seed(train.seed)  # cache indices, caption dropout, timesteps, noise
+    if checkpoint is not None:
+        restore_rng_state(checkpoint.get("rng"), generator)  # after the cache: the streams go on from the checkpoint
     image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob
 
     def next_batch(step):
@@ -407,13 +487,14 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         if image_steps[step]:
             video = video[:, :, :1]  # causal VAE: frame 0 alone encodes to exactly the first latent frame
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return vae.encode_latents(video).float(), batch["caption"]
+            return vae.encode_latents(video, check_values=False).float(), batch["caption"]  # no GPU wait
 
     def save(step, metrics):
         save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
                                "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
                                "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
-                               "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics})
+                               "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
+                               "vae": trained_on, "rng": rng_state(generator)})
 
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name()), None) \
         if device.type == "cuda" else None
@@ -423,7 +504,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     # ---- the loop
     dit.train(), text_encoder.train()
-    tick, window, tokens_seen = time.perf_counter(), [], 0
+    tick, window, window_start, tokens_seen = time.perf_counter(), [], start_step, 0
     bin_sums, bin_counts = torch.zeros(4, device=device), torch.zeros(4, device=device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
@@ -461,8 +542,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         tokens_seen += latents[0, 0].numel() // math.prod(dit_config.patch_size) * latents.shape[0]  # B * L
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            check_finite(window, window_start, "dit", train)  # waits for the GPU, as the log's .tolist() does
             elapsed = time.perf_counter() - tick
             loss_mean, grad_mean = torch.stack(window).mean(0).tolist()
             line = (f"dit step {step + 1:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | "
@@ -471,7 +551,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             if peak:
                 line += f" | MFU {100 * train_flops_per_token * tokens_seen / elapsed / peak:.1f}%"
             log(out_dir, line)
-            tick, window, tokens_seen = time.perf_counter(), [], 0
+            tick, window, window_start, tokens_seen = time.perf_counter(), [], step + 1, 0
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
             means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
             log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}"
@@ -481,8 +561,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
                           os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
+            check_finite(window, window_start, "dit", train, params)
             save(step + 1, {})
 
+    check_finite([], steps, "dit", train, params)
     save(steps, {})
     write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
     log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
@@ -493,13 +575,31 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 # Command line
 
 
+def check_configs(configs):
+    """Raise ValueError for configs that do not fit together, before any training: captions longer than the text
+    encoder reads (found when the first such clip is drawn, hours in) and given frames with a temporal patch."""
+    world, text, dit, train = configs["world"], configs["text"], configs["dit"], configs["train"]
+    longest = len(data.longest_caption(world))
+    if longest + 1 > text.max_len:  # + 1: the BOS token
+        raise ValueError(f"captions of up to {world.max_digits} digits reach {longest} characters, {longest + 1} "
+                         f"tokens with BOS, but --text-max-len is {text.max_len}; use --text-max-len {longest + 1} "
+                         "or more")
+    for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
+        if dit.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
+            raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "
+                             f"{','.join(map(str, dit.patch_size))}; use 1,{dit.patch_size[1]},{dit.patch_size[2]} "
+                             f"or {flag} 0")
+
+
 def parse_args(argv=None):
-    """All configs from flags, with the preset's values as defaults (the preset for this machine if none)."""
+    """All configs from flags, with the preset's values as defaults (the preset for this machine if none).
+    A bad value or combination exits with one line naming the flag (argparse's exit code 2)."""
     default_preset = "cpu" if pick_device().type == "cpu" else "laptop"
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = data.ArgumentParser(prog="train.py", add_help=False)
     pre.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
     preset = pre.parse_known_args(argv)[0].preset
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = data.ArgumentParser(prog="train.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
                         help=f"named sizes (default on this machine: {default_preset})")
     groups = {"train": (TrainConfig, ""), "world": (data.WorldConfig, ""),
@@ -509,9 +609,16 @@ def parse_args(argv=None):
         data.add_config_flags(parser, config_class, prefix)
     parser.set_defaults(**PRESETS[preset])
     args = parser.parse_args(argv)
-    configs = {name: data.config_from_args(cls, args, prefix) for name, (cls, prefix) in groups.items()}
-    if configs["train"].stage not in ("vae", "dit", "all"):
-        parser.error(f"--stage must be vae, dit or all: got {configs['train'].stage!r}")
+    configs = {}
+    for name, (config_class, prefix) in groups.items():
+        try:
+            configs[name] = data.config_from_args(config_class, args, prefix)
+        except ValueError as e:  # the config's own check names its field: say which flags those are
+            parser.error(f"{e}" + (f" (a --{prefix}* flag)" if prefix else ""))
+    try:
+        check_configs(configs)
+    except ValueError as e:
+        parser.error(str(e))
     return configs
 
 
@@ -519,7 +626,7 @@ def main(argv=None):
     configs = parse_args(argv)
     train = configs["train"]
     device = pick_device(train.device)
-    os.makedirs(train.out_dir, exist_ok=True)
+    make_folder(train.out_dir, "--out-dir")
     started = time.perf_counter()
     if train.stage in ("vae", "all"):
         train_vae(train, configs["world"], configs["vae"], device)
@@ -533,4 +640,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "train.py")

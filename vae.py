@@ -339,7 +339,17 @@ class VideoVAE(nn.Module):
         s, sf = self.config.temporal_factor, self.config.spatial_factor
         return self.config.latent_channels, 1 + (frames - 1) // s, height // sf, width // sf
 
-    def _check_video(self, video: torch.Tensor) -> None:
+    def _check_video(self, video: torch.Tensor, check_values: bool = True) -> None:
+        if not isinstance(video, torch.Tensor):
+            raise TypeError(f"video must be a torch.Tensor (B, C, F, H, W): got {type(video).__name__}; "
+                            "from numpy: torch.from_numpy(array)")
+        weights_dtype = next(self.parameters()).dtype
+        if not video.is_floating_point():
+            raise TypeError(f"video must be float in [-1, 1]: got {video.dtype}; from uint8 pixels use "
+                            "video.float() / 127.5 - 1")
+        if video.dtype != weights_dtype and not torch.is_autocast_enabled(video.device.type):
+            raise TypeError(f"video is {video.dtype} but the VAE's weights are {weights_dtype}: pass "
+                            f"video.to({weights_dtype}), or run under torch.autocast")
         if video.ndim != 5:
             raise ValueError(f"video must be 5D (B, C, F, H, W): got shape {tuple(video.shape)}; "
                              "an image (B, C, H, W) is a 1-frame video: pass image.unsqueeze(2)")
@@ -347,6 +357,11 @@ class VideoVAE(nn.Module):
             raise ValueError(f"video must have in_channels={self.config.in_channels} channels in (B, C, F, H, W): "
                              f"got shape {tuple(video.shape)}")
         self.check_video_shape(*video.shape[2:])
+        if check_values:  # one reduction; it waits for the GPU, so training loops on the world's clips skip it
+            low, high = (value.item() for value in video.aminmax())
+            if not -1.001 <= low <= high <= 1.001:  # a little slack for rounding; NaN fails every comparison
+                hint = "; pixels in [0, 255]? use video / 127.5 - 1" if 0 <= low and 1 < high <= 255 else ""
+                raise ValueError(f"video values must be finite and in [-1, 1]: got min {low:g}, max {high:g}{hint}")
 
     def _check_latents(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5 or latents.shape[1] != self.config.latent_channels:
@@ -363,9 +378,13 @@ class VideoVAE(nn.Module):
         cache = {}  # every CausalConv3d in net keeps here the past frames its next chunk needs
         return torch.cat([net(chunk, cache) for chunk in chunks], dim=2)
 
-    def encode(self, video: torch.Tensor, latent_frames_per_chunk: int | None = None) -> DiagonalGaussian:
-        """video (B, C, F, H, W) -> posterior over latents (B, c, f, h, w), f = 1 + (F - 1) / s."""
-        self._check_video(video)
+    def encode(self, video: torch.Tensor, latent_frames_per_chunk: int | None = None,
+               check_values: bool = True) -> DiagonalGaussian:
+        """video (B, C, F, H, W) float in [-1, 1] -> posterior over latents (B, c, f, h, w), f = 1 + (F - 1) / s.
+
+        Raises TypeError for a non-tensor, an integer video or one of another float type than the weights, and
+        ValueError for a wrong shape or size and (check_values) for NaN, inf or values outside [-1, 1]."""
+        self._check_video(video, check_values)
         if latent_frames_per_chunk is None:
             moments = self.encoder(video)  # (B, 2c, f, h, w)
         else:
@@ -393,7 +412,7 @@ class VideoVAE(nn.Module):
         posterior = self.encode(video)
         return self.decode(posterior.sample(generator)), posterior
 
-    def loss(self, video: torch.Tensor, generator: torch.Generator | None = None
+    def loss(self, video: torch.Tensor, generator: torch.Generator | None = None, check_values: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The VAE objective: (total, reconstruction_mse, kl_per_pixel), three scalars to log.
 
@@ -402,16 +421,17 @@ class VideoVAE(nn.Module):
         network we could not download anyway. The KL is in nats per video spread over its pixels (C*F*H*W),
         LDM's weighting against a per-pixel reconstruction loss, so kl_weight means the same at every video size.
         """
-        reconstruction, posterior = self(video, generator)
+        posterior = self.encode(video, check_values=check_values)
+        reconstruction = self.decode(posterior.sample(generator))
         reconstruction_mse = (reconstruction.float() - video.float()).pow(2).mean()
         kl_per_pixel = posterior.kl().mean() / video[0].numel()
         return reconstruction_mse + self.config.kl_weight * kl_per_pixel, reconstruction_mse, kl_per_pixel
 
     def encode_latents(self, video: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None,
-                       latent_frames_per_chunk: int | None = None) -> torch.Tensor:
+                       latent_frames_per_chunk: int | None = None, check_values: bool = True) -> torch.Tensor:
         """video (B, C, F, H, W) -> scaled latents (B, c, f, h, w) for the diffusion model: the posterior mean
-        (or a sample of it) times latent_scale."""
-        posterior = self.encode(video, latent_frames_per_chunk)
+        (or a sample of it) times latent_scale. Raises as `encode` does."""
+        posterior = self.encode(video, latent_frames_per_chunk, check_values)
         latents = posterior.sample(generator) if sample else posterior.mode()
         return latents * self.latent_scale
 

@@ -1,10 +1,15 @@
 """Tests of the moving-digits world: glyphs, physics, captions, splits, loader and errors."""
 
+import errno
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import data
 
@@ -259,3 +264,239 @@ def test_video_grid_and_writers(tmp_path):
     assert iio.imread(tmp_path / "i.png").shape[:2] == grid.shape[1:]
     with pytest.raises(ValueError, match="use a .gif, .mp4"):
         data.save_video(str(tmp_path / "v.avi"), grid)
+
+
+# ---- the longest caption
+
+
+class BranchingRng:
+    """Stands in for numpy's Generator to walk every branch of a function that draws from it: a run replays a
+    prefix of choices, takes choice 0 after it and records every draw, so that each untried sibling is queued."""
+
+    def __init__(self, prefix):
+        self.prefix, self.choices, self.sizes = prefix, [], []
+
+    def integers(self, n):
+        position = len(self.choices)
+        choice = self.prefix[position] if position < len(self.prefix) else 0
+        self.choices.append(choice)
+        self.sizes.append(n)
+        return choice
+
+    def random(self):
+        return (0.0, 0.99)[self.integers(2)]  # _clause compares it with 0.7: one value on each side
+
+
+def every_output(function):
+    """All the outputs function(rng) can give, by trying every choice of every draw."""
+    outputs, queue = [], [[]]
+    while queue:
+        rng = BranchingRng(queue.pop())
+        outputs.append(function(rng))
+        for i in range(len(rng.prefix), len(rng.choices)):
+            queue += [rng.choices[:i] + [c] for c in range(1, rng.sizes[i])]
+    return outputs
+
+
+@pytest.mark.parametrize("motion", [data.DigitMotion(3, "down-right", "slow", False),
+                                    data.DigitMotion(8, "up-left", "fast", True),
+                                    data.DigitMotion(8, "still", None, False)])
+def test_longest_clause_is_the_longest_of_every_clause_the_grammar_writes(motion):
+    clauses = every_output(lambda rng: data._clause(motion, rng))
+    assert len(clauses) >= 8  # the walk branches: a still digit alone has 2 spellings x 4 phrasings
+    assert data._longest_clause(motion) in clauses
+    assert len(data._longest_clause(motion)) == max(map(len, clauses))
+
+
+def random_motion(rng):
+    """Any motion a caption can state, held-out pairs included."""
+    digit, direction = int(rng.integers(10)), [*data.DIRECTIONS, data.STILL][rng.integers(9)]
+    if direction == data.STILL:
+        return data.DigitMotion(digit, data.STILL, None, False)
+    return data.DigitMotion(digit, direction, data.SPEEDS[rng.integers(2)], bool(rng.integers(2)))
+
+
+@pytest.mark.parametrize("max_digits", [1, 2, 3])
+def test_longest_caption_bounds_random_captions_and_is_a_caption(max_digits):
+    longest = data.longest_caption(data.WorldConfig(max_digits=max_digits, **SMALL))
+    clause = "the number three travels diagonally down and right at a slow pace and never touches the edges"
+    by_hand = "T" + clause[1:] + f", while {clause}" * (max_digits - 1) + "."  # the longest join is ", while "
+    assert longest == by_hand and len(longest) == {1: 94, 2: 195, 3: 296}[max_digits]
+    motions = data.parse(longest)
+    assert motions == [data.DigitMotion(3, "down-right", "slow", False)] * max_digits
+    assert not {(m.digit, m.direction) for m in motions} & set(data.HOLDOUT_PAIRS)  # a training clip can say it
+    rng = np.random.default_rng(max_digits)
+    for _ in range(3000):
+        assert len(data.caption([random_motion(rng) for _ in range(max_digits)], rng)) <= len(longest)
+
+
+def test_longest_caption_of_images_is_of_still_digits():
+    longest = data.longest_caption(data.WorldConfig(frames=1, max_digits=2, **SMALL))
+    assert [m.direction for m in data.parse(longest)] == ["still", "still"]
+    dataset = data.MovingDigits(data.WorldConfig(frames=1, max_digits=2, **SMALL))
+    assert max(len(dataset.scene(i)[1]) for i in range(300)) <= len(longest)
+
+
+# ---- reading images as the pixels a person sees over the world's black background
+
+# A 7 of ink (a bar and a stem) on a canvas wider than tall, so that a transposed or blank read shows.
+INK = np.zeros((16, 20), bool)
+INK[3:5, 4:14] = True
+INK[5:13, 10:12] = True
+
+
+def _ink(value, dtype=np.uint8):
+    return np.where(INK, value, 0).astype(dtype)  # (16, 20)
+
+
+def _white_with_alpha(alpha):
+    rgba = np.full((*INK.shape, 4), 255, np.uint8)
+    rgba[..., 3] = _ink(alpha)
+    return Image.fromarray(rgba, "RGBA")
+
+
+def _palette(colours, transparency=None):
+    image = Image.fromarray(INK.astype(np.uint8), "P")  # index 0 off the ink, 1 on it
+    image.putpalette([c for colour in colours for c in colour])
+    if transparency is not None:
+        image.info["transparency"] = transparency
+    return image
+
+
+IMAGE_MODES = [  # (name, Pillow image of INK, the grey load_video must read on the ink; black off it)
+    ("L", lambda: Image.fromarray(_ink(200)), 200),
+    ("1-bit", lambda: Image.fromarray(INK), 255),
+    ("RGB white", lambda: Image.fromarray(np.stack([_ink(255)] * 3, -1)), 255),
+    ("RGB red: luminance", lambda: Image.fromarray(np.stack([_ink(255), _ink(0), _ink(0)], -1)), 76),
+    ("RGBA white, shape in alpha", lambda: _white_with_alpha(255), 255),
+    ("RGBA white, half-transparent shape", lambda: _white_with_alpha(128), 128),
+    ("LA white, shape in alpha", lambda: Image.fromarray(np.stack([np.full(INK.shape, 255, np.uint8), _ink(255)], -1),
+                                                        "LA"), 255),
+    ("P white with a transparent index", lambda: _palette([(255, 255, 255), (255, 255, 255)], transparency=0), 255),
+    ("P without transparency", lambda: _palette([(0, 0, 0), (180, 180, 180)]), 180),
+    ("16-bit grey", lambda: Image.fromarray(_ink(65535, np.uint16)), 255),
+    ("16-bit grey, mid level", lambda: Image.fromarray(_ink(128 * 257, np.uint16)), 128),
+    ("CMYK (TIFF data)", lambda: Image.fromarray(_ink(255)).convert("CMYK"), 255),
+]
+
+
+@pytest.mark.parametrize("name,make_image,ink_grey", IMAGE_MODES, ids=[m[0] for m in IMAGE_MODES])
+def test_load_video_reads_every_mode_as_seen_over_black(tmp_path, name, make_image, ink_grey):
+    image = make_image()
+    path = tmp_path / "digit.png"
+    # PNG cannot hold CMYK, but Pillow opens a file by its content: another format under a .png name is read too
+    image.save(path, format="TIFF" if image.mode == "CMYK" else "PNG")
+    assert Image.open(path).mode == image.mode  # the file really has the mode under test
+    frames = data.load_video(str(path))
+    assert frames.dtype == np.uint8 and frames.shape == (1, *INK.shape)
+    assert np.array_equal(frames[0], _ink(ink_grey)), np.unique(frames)
+
+
+def test_load_video_reads_a_transparent_gif_frame_by_frame(tmp_path):
+    moved = [np.roll(INK, shift, axis=1) for shift in (0, 2, 4)]
+    pages = []
+    for ink in moved:
+        page = Image.fromarray(ink.astype(np.uint8), "P")
+        page.putpalette([255, 255, 255, 230, 230, 230])  # the transparent background is white in the palette
+        pages.append(page)
+    path = tmp_path / "moving.gif"
+    # disposal 2: each frame is drawn on a cleared (transparent) canvas, so no frame keeps the last one's digit
+    pages[0].save(path, save_all=True, append_images=pages[1:], transparency=0, disposal=2, duration=100, loop=0)
+    frames = data.load_video(str(path))
+    assert frames.shape == (3, *INK.shape)
+    for frame, ink in zip(frames, moved):
+        assert np.array_equal(frame, np.where(ink, 230, 0))
+
+
+def _float_tiff(path):
+    Image.fromarray(_ink(1.0, np.float32)).save(path, format="TIFF")
+
+
+def _int32_tiff(path):
+    Image.fromarray(_ink(70000, np.int32)).save(path, format="TIFF")
+
+
+@pytest.mark.parametrize("write,message", [
+    (_float_tiff, r"Pillow mode 'F'.*save it as an 8-bit grey, RGB or RGBA PNG"),
+    (_int32_tiff, r"Pillow mode 'I'.*save it as"),
+    (lambda path: path.write_bytes(b"not an image"), r"cannot read .*digit.png as a video"),
+])
+def test_load_video_refuses_pixels_without_a_known_grey(tmp_path, write, message):
+    path = tmp_path / "digit.png"
+    write(path)
+    with pytest.raises(ValueError, match=message) as caught:
+        data.load_video(str(path))
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_load_video_keeps_dark_ink_on_light_paper_and_warns(tmp_path):
+    paper = Image.fromarray(255 - _ink(255))  # a black 7 on white paper
+    paper.save(tmp_path / "paper.png")
+    with pytest.warns(UserWarning, match="mostly light.*invert it first"):
+        frames = data.load_video(str(tmp_path / "paper.png"))
+    assert np.array_equal(frames[0], 255 - _ink(255))  # not inverted behind the user's back
+    black_in_alpha = np.zeros((*INK.shape, 4), np.uint8)
+    black_in_alpha[..., 3] = _ink(255)
+    Image.fromarray(black_in_alpha, "RGBA").save(tmp_path / "dark.png")  # black ink, shape in alpha
+    with pytest.warns(UserWarning, match="one flat grey.*draw the digit in light ink"):
+        data.load_video(str(tmp_path / "dark.png"))
+
+
+# ---- the command line: one line for bad input
+
+
+BAD_COMMAND_LINES = [  # (argv, exit code, what the one line says)
+    (["--out", "x.gif", "--n", "0"], 2, "--n 0: the preview needs at least 1 video"),
+    (["--out", "x.gif", "--n", "-3"], 2, "--n -3"),
+    (["--out", "x.gif", "--seed", "-1"], 2, "--seed -1: numpy takes seeds >= 0"),
+    (["--out", "x.gif", "--digit-size", "4"], 2, "digit_size must be >= 8"),
+    (["--out", "x.gif", "--frames", "0"], 2, "frames must be >= 1"),
+    (["--out", "x.gif", "--n", "many"], 2, "invalid int value"),
+    (["--out", "x.jpg"], 2, "use a .gif, .mp4 or (for one frame) .png"),
+    (["--out", "x.png"], 2, "has 17 frames; use .gif or .mp4"),
+    (["--out", "a_file/x.gif"], 2, "a_file is a file, not a folder"),
+    (["--out", "a_folder.gif"], 2, "it is a folder"),
+    (["--glyphs", "sheet.jpg"], 2, "use a .gif, .mp4"),
+    ([], 2, "nothing to do"),
+    (["--out", "x.gif", "--n", "1", "--mnist", "nowhere"], 1, "MNIST path nowhere not found"),
+]
+
+
+@pytest.mark.parametrize("argv,code,message", BAD_COMMAND_LINES, ids=[" ".join(a[0]) for a in BAD_COMMAND_LINES])
+def test_command_line_mistakes_print_one_line(tmp_path, monkeypatch, capsys, argv, code, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_folder.gif").mkdir()
+    with pytest.raises(SystemExit) as caught:
+        data.main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == code
+    assert err.startswith("data.py: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_command_line_as_a_script_prints_no_traceback(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data.py")
+    done = subprocess.run([sys.executable, script, "--out", str(tmp_path / "x.gif"), "--n", "0"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "data.py: error: --n 0: the preview needs at least 1 video (--help lists the flags)\n"
+
+
+def test_save_video_failure_names_the_users_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    def disk_full(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"GIF89a half a file")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(iio, "imwrite", disk_full)
+    path = tmp_path / "x.gif"
+    with pytest.raises(OSError, match=r"^cannot write .*x\.gif: No space left on device$") as caught:
+        data.save_video(str(path), np.zeros((3, 8, 8), np.uint8))
+    assert ".tmp" not in str(caught.value)
+    assert os.listdir(tmp_path) == []  # neither the file nor its temp
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="a_file is a file, not a folder"):
+        data.save_video(str(tmp_path / "a_file" / "x.gif"), np.zeros((3, 8, 8), np.uint8))

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 
+import common
 import sample
 import train
 
@@ -54,8 +55,7 @@ def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
 
 
 def test_sample_is_reproducible_and_guidance_one_skips_the_unconditional_pass(trained):
-    vae = sample.load_vae(trained, torch.device("cpu"))
-    text_encoder, dit, _ = sample.load_text_to_video(trained, torch.device("cpu"))
+    vae, text_encoder, dit, _ = common.load_models(trained, torch.device("cpu"))
     a = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
     b = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
     assert torch.equal(a, b) and a.shape == (1, 1, 5, 32, 32)
@@ -76,7 +76,7 @@ def test_sample_errors_say_what_to_do(trained, tmp_path):
         sample.main(["--out-dir", trained, "--prompt", "a 3 moves to the café"])
     (tmp_path / "vae.pt").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        sample.load_vae(str(tmp_path), torch.device("cpu"))
+        common.load_vae(str(tmp_path), torch.device("cpu"))
 
 
 def test_resume_continues_and_refusals_keep_checkpoints(tmp_path):

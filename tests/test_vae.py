@@ -17,6 +17,10 @@ def tiny_vae(spatial_factor=4, temporal_factor=4, seed=0) -> VideoVAE:
     return VideoVAE(config).eval()
 
 
+def random_video(*shape) -> torch.Tensor:  # uniform in [-1, 1], the range a video has
+    return torch.rand(*shape) * 2 - 1
+
+
 def moving_squares(batch=2, frames=5, size=16) -> torch.Tensor:  # (B, 1, F, size, size) in [-1, 1]
     video = -torch.ones(batch, 1, frames, size, size)
     for b in range(batch):
@@ -33,11 +37,11 @@ def test_encoder_is_causal(temporal_factor):
     # exactly as they were, and must change latent frame ceil(k / s) (else the test could not fail)
     s = temporal_factor
     vae = tiny_vae(spatial_factor=2, temporal_factor=s)
-    video = torch.randn(1, 1, 1 + 3 * s, 8, 8)
+    video = random_video(1, 1, 1 + 3 * s, 8, 8)
     base = vae.encode(video)
     for k in range(video.shape[2]):
         changed_video = video.clone()
-        changed_video[:, :, k] += 1.0
+        changed_video[:, :, k] *= -1  # another frame, still in [-1, 1]
         changed = vae.encode(changed_video)
         first_affected = math.ceil(k / s)
         for before, after in ((base.mean, changed.mean), (base.logvar, changed.logvar)):
@@ -65,7 +69,7 @@ def test_decoder_is_causal(temporal_factor):
 @torch.no_grad()
 def test_image_is_a_one_frame_video():
     vae = tiny_vae()
-    video = torch.randn(2, 1, 9, 16, 16)
+    video = random_video(2, 1, 9, 16, 16)
     image = video[:, :, :1]  # (B, C, 1, H, W)
     posterior = vae.encode(image)
     assert posterior.mean.shape == (2, 4, 1, 4, 4)
@@ -97,7 +101,7 @@ def test_shapes(spatial_factor, temporal_factor, frames, height, width):
 def test_chunked_equals_whole(temporal_factor, latent_frames_per_chunk):
     # 6 latent frames: chunks of 1 (six chunks), 4 (an uneven last chunk of 2), 10 (one chunk)
     vae = tiny_vae(spatial_factor=4, temporal_factor=temporal_factor)
-    video = torch.randn(1, 1, 1 + 5 * temporal_factor, 8, 12)
+    video = random_video(1, 1, 1 + 5 * temporal_factor, 8, 12)
     whole = vae.encode(video)
     chunked = vae.encode(video, latent_frames_per_chunk=latent_frames_per_chunk)
     torch.testing.assert_close(chunked.mean, whole.mean, rtol=0, atol=1e-5)
@@ -137,7 +141,7 @@ def test_state_dict_round_trip_keeps_latent_scale(tmp_path):
     loaded = tiny_vae(seed=1)  # different weights until loaded
     loaded.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True))
     assert loaded.latent_scale.item() == pytest.approx(0.37)
-    video = torch.randn(1, 1, 5, 16, 16)
+    video = random_video(1, 1, 5, 16, 16)
     with torch.no_grad():
         latents = vae.encode_latents(video)
         assert torch.equal(loaded.encode_latents(video), latents)
@@ -148,7 +152,7 @@ def test_state_dict_round_trip_keeps_latent_scale(tmp_path):
 def test_latent_scale_is_applied_and_undone():
     vae = tiny_vae()
     vae.latent_scale.fill_(0.5)
-    video = torch.randn(1, 1, 5, 16, 16)
+    video = random_video(1, 1, 5, 16, 16)
     mean = vae.encode(video).mean
     torch.testing.assert_close(vae.encode_latents(video), mean * 0.5)
     torch.testing.assert_close(vae.decode_latents(mean * 0.5), vae.decode(mean))
