@@ -236,12 +236,9 @@ def clip_batches(world, seed, batch_size, start_step, num_workers):
     so a resumed run continues the stream where it stopped."""
     dataset = data.MovingDigits(world, "train", seed=seed)
     sampler = range(start_step * batch_size, 10**12)
-    # Its own generator: a DataLoader draws its workers' base seed when iterated, and from torch's global stream
-    # that draw would shift the VAE's posterior noise between a straight run and a resumed one.
     return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                                            persistent_workers=num_workers > 0,
-                                            generator=torch.Generator().manual_seed(seed)))
+                                            persistent_workers=num_workers > 0))
 
 
 def as_images(videos):
@@ -316,7 +313,6 @@ def train_vae(train, world, vae_config, device):
         vae.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_step = checkpoint["step"]
-        restore_rng_state(checkpoint.get("rng"))  # the posterior noise goes on as in the straight run
         log(train.out_dir, f"resuming {path} at step {start_step}")
     loss_fn = torch.compile(vae.loss) if train.compile else vae.loss
     latent = vae.latent_shape(world.frames, world.height, world.width)
@@ -332,6 +328,8 @@ def train_vae(train, world, vae_config, device):
     # ---- the loop
     started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
+    if checkpoint is not None:  # after the loader, whose making draws from torch's stream: the posterior noise
+        restore_rng_state(checkpoint.get("rng"))  # then goes on exactly as in the straight run
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
     tick, window, window_start = time.perf_counter(), [], start_step
@@ -473,8 +471,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     else:
         batches = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
     generator = torch.Generator().manual_seed(train.seed)  # cache indices, caption dropout, timesteps, noise
-    if checkpoint is not None:
-        restore_rng_state(checkpoint.get("rng"), generator)  # after the cache: the streams go on from the checkpoint
+    if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
+        restore_rng_state(checkpoint.get("rng"), generator)
     image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob
 
     def next_batch(step):
