@@ -9,6 +9,7 @@ input ends in one line that says what to do instead of a traceback.
 
 import hashlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -67,6 +68,20 @@ def pick_device(name=""):
         raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def autocast(device):
+    """bf16 autocast on CUDA (tensor cores; weights and optimizer state stay fp32), nothing elsewhere: on the CPU
+    bf16 measured no faster here, and fp32 keeps the CPU results exact."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def lr_at(step, base_lr, warmup, total):
+    """Linear warm-up (Adam's first steps are noisy), then cosine decay to 10% of base_lr at step `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import data
-from common import load_models, load_vae, pick_device, run_cli
+from common import autocast, load_models, load_vae, pick_device, run_cli
 from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
 
@@ -76,7 +76,7 @@ def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, g
         noise = add_noise(edit, noise, torch.full((B,), strength, device=device))  # (B, c, f, h, w) at t = strength
     # Rows [:B] carry the prompts, rows [B:] the empty caption: the unconditional half of guidance.
     captions = prompts + [""] * B if guidance_scale != 1 else prompts
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device):
         text, mask, pooled = text_encoder.encode(captions)  # (2B, S, E), (2B, S), (2B, E)
         velocity_fn = lambda x, t: dit(x, t, text[:len(x)], mask[:len(x)], pooled[:len(x)])
         latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale,

@@ -30,9 +30,10 @@ from tqdm import tqdm
 import data
 import diffusion
 import evaluate
+from common import (TrainingDiverged, autocast, check_same_vae, load_checkpoint, load_models, load_vae, lr_at,
+                    make_folder, pick_device, run_cli, save_checkpoint, vae_from_checkpoint, vae_record, write_json,
+                    write_text)
 from dit import DiT, DiTConfig
-from common import (TrainingDiverged, check_same_vae, load_checkpoint, load_models, load_vae, make_folder,
-                    pick_device, run_cli, save_checkpoint, vae_from_checkpoint, vae_record, write_json, write_text)
 from sample import generate
 from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
 from vae import VAEConfig, VideoVAE
@@ -137,14 +138,6 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 
 # ----------------------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def lr_at(step, base_lr, warmup, total):
-    """Linear warm-up (Adam's first steps are noisy), then cosine decay to 10% of base_lr."""
-    if step < warmup:
-        return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def psnr(mse):
@@ -339,7 +332,7 @@ def train_vae(train, world, vae_config, device):
         video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1]
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss, mse, kl = loss_fn(video, check_values=False)  # the world's clips are in range: no GPU wait
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -387,7 +380,7 @@ def encode_clips(vae, world, seed, clips, device, batch_size=64):
     latents, captions = [], []
     for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False):
         batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             latents.append(vae.encode_latents(batch["video"].to(device)).float())
         captions += batch["caption"]
     return torch.cat(latents), captions
@@ -413,6 +406,30 @@ def write_missing_samples(out_dir, world, diffusion_config, device):
     if not os.path.exists(path):
         vae, text_encoder, dit, _ = load_models(out_dir, device)
         write_samples(vae, text_encoder, dit, world, diffusion_config, path)
+
+
+def objective_inputs(latents, train, diffusion_config, generator):
+    """What the rectified-flow loss needs besides the latents (B, c, f, h, w): timesteps t, (B,) one per clip or
+    (B, f) one per latent frame, the noise (B, c, f, h, w), and frame_mask (B, f), True where a frame is generated
+    and carries the loss, or None when every frame is. Drawn on the CPU from `generator`: no GPU sync, and the same
+    draws on every device.
+
+    Two shares of the clips are made harder on purpose. Diffusion Forcing (arXiv:2407.01392, --frame-t-prob): one
+    timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion.
+    Prompting with images and videos (--given-prob): some latent frames are given clean, with t = 0 (x_t is then
+    the clean latent) and no loss, so the model learns to continue what it is shown."""
+    B, f, device = latents.shape[0], latents.shape[2], latents.device
+    t = diffusion.sample_timesteps(B, diffusion_config, generator, device)  # (B,)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    if train.frame_t_prob > 0 and f > 1:
+        independent = torch.rand(B, generator=generator) < train.frame_t_prob  # (B,)
+        t_frames = diffusion.sample_timesteps(B * f, diffusion_config, generator, device).view(B, f)  # (B, f)
+        t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
+    given = diffusion.sample_given_frames(B, f, train.given_prob, generator)  # (B, f)
+    if not given.any():  # a batch without given frames keeps t as it is, and every frame carries the loss
+        return t, noise, None
+    given = given.to(device)
+    return torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # (B, f), (B, c, f, h, w), (B, f)
 
 
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
@@ -484,7 +501,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
         if image_steps[step]:
             video = video[:, :, :1]  # causal VAE: frame 0 alone encodes to exactly the first latent frame
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad(), autocast(device):
             return vae.encode_latents(video, check_values=False).float(), batch["caption"]  # no GPU wait
 
     def save(step, metrics):
@@ -509,21 +526,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
         latents, captions = next_batch(step)  # (B, c, f, h, w), B captions
         captions = drop_captions(captions, train.caption_dropout, generator)
-        t = diffusion.sample_timesteps(len(captions), diffusion_config, generator, device)  # (B,)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        B, f = latents.shape[0], latents.shape[2]
-        if train.frame_t_prob > 0 and f > 1:  # Diffusion Forcing: some clips get one timestep per latent frame
-            independent = torch.rand(B, generator=generator) < train.frame_t_prob  # (B,)
-            t_frames = diffusion.sample_timesteps(B * f, diffusion_config, generator, device).view(B, f)  # (B, f)
-            t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-        # Prompting with images and videos: some clips get latent frames given clean. Those frames get t = 0
-        # (so x_t is the clean latent there) and no loss; the model learns to continue what it is shown.
-        given = diffusion.sample_given_frames(B, f, train.given_prob, generator)  # (B, f)
-        frame_mask = None
-        if given.any():  # decided on the CPU: no GPU sync; a batch without given frames keeps t (B,)
-            given = given.to(device)
-            t, frame_mask = torch.where(given, 0.0, t.view(B, -1)), ~given  # (B, f) each; frame_mask True = generated
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator)
+        with autocast(device):
             per_sample_loss = loss_fn(latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)
