@@ -408,6 +408,44 @@ def write_missing_samples(out_dir, world, diffusion_config, device):
         write_samples(vae, text_encoder, dit, world, diffusion_config, path)
 
 
+class LatentSource:
+    """Where the DiT's training latents come from: a cache of the first `--latent-cache` clips of the stream,
+    encoded once (each batch then draws clips from it with `generator`), or, with no cache, the VAE encoding the
+    stream's next clips at every step. Steps drawn as image steps (--dit-image-prob) keep the first latent frame
+    only: the causal VAE's latent of frame 0 alone, i.e. of an image."""
+
+    def __init__(self, vae, world, train, start_step, steps, device):
+        self.vae, self.batch_size, self.device = vae, train.dit_batch_size, device
+        self.image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob  # (steps,)
+        self.cached_latents = None
+        if train.latent_cache:
+            self.cached_latents, self.cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device)
+            log(train.out_dir, f"latent cache: {len(self.cached_captions)} clips, latents "
+                               f"{tuple(self.cached_latents.shape)}")
+        else:
+            self.clips = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
+
+    def batch(self, step, generator):
+        """(latents (B, c, f, h, w), B captions) for this step; f = 1 on image steps."""
+        keep = 1 if self.image_steps[step] else None  # latent frames kept: the first only, or all
+        if self.cached_latents is not None:
+            index = torch.randint(len(self.cached_captions), (self.batch_size,), generator=generator)  # (B,)
+            captions = [self.cached_captions[i] for i in index.tolist()]
+            return self.cached_latents[index, :, :keep].to(self.device), captions
+        batch = next(self.clips)
+        video = batch["video"].to(self.device, non_blocking=True)  # (B, 1, F, H, W)
+        with torch.no_grad(), autocast(self.device):  # frame 0 alone encodes to exactly the first latent frame
+            latents = self.vae.encode_latents(video[:, :, :keep], check_values=False)  # no GPU wait
+        return latents.float(), batch["caption"]
+
+
+def velocity_loss(dit, text_encoder, latents, t, noise, captions, frame_mask):
+    """The rectified-flow loss per clip (B,), the text encoded and the DiT run inside it (one graph to compile)."""
+    text, mask, pooled = text_encoder.encode(captions)  # (B, S, E), (B, S), (B, E)
+    velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
+    return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
+
+
 def objective_inputs(latents, train, diffusion_config, generator):
     """What the rectified-flow loss needs besides the latents (B, c, f, h, w): timesteps t, (B,) one per clip or
     (B, f) one per latent frame, the noise (B, c, f, h, w), and frame_mask (B, f), True where a frame is generated
@@ -473,36 +511,12 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                  f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M parameters, latent {latent_shape}, "
                  f"{tokens_per_clip} tokens per clip, {steps} steps of {train.dit_batch_size} clips")
 
-    def velocity_loss(latents, t, noise, captions, frame_mask):
-        text, mask, pooled = text_encoder.encode(captions)  # (B, S, E), (B, S), (B, E)
-        velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
-        return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
-
     loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
-
-    # ---- where the latents come from: a cache made once, or the VAE encoding fresh clips every step
     started = time.perf_counter()
-    if train.latent_cache:
-        cached_latents, cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device)
-        log(out_dir, f"latent cache: {len(cached_captions)} clips, latents {tuple(cached_latents.shape)}")
-    else:
-        batches = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
+    source = LatentSource(vae, world, train, start_step, steps, device)
     generator = torch.Generator().manual_seed(train.seed)  # cache indices, caption dropout, timesteps, noise
     if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
         restore_rng_state(checkpoint.get("rng"), generator)
-    image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob
-
-    def next_batch(step):
-        if train.latent_cache:
-            index = torch.randint(len(cached_captions), (train.dit_batch_size,), generator=generator)
-            latents, captions = cached_latents[index].to(device), [cached_captions[i] for i in index.tolist()]
-            return (latents[:, :, :1] if image_steps[step] else latents), captions
-        batch = next(batches)
-        video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
-        if image_steps[step]:
-            video = video[:, :, :1]  # causal VAE: frame 0 alone encodes to exactly the first latent frame
-        with torch.no_grad(), autocast(device):
-            return vae.encode_latents(video, check_values=False).float(), batch["caption"]  # no GPU wait
 
     def save(step, metrics):
         save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
@@ -524,11 +538,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
-        latents, captions = next_batch(step)  # (B, c, f, h, w), B captions
+        latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions
         captions = drop_captions(captions, train.caption_dropout, generator)
         t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator)
         with autocast(device):
-            per_sample_loss = loss_fn(latents, t, noise, captions, frame_mask)  # (B,)
+            per_sample_loss = loss_fn(dit, text_encoder, latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
