@@ -193,6 +193,35 @@ def check_finite(window, first_step, stage, train, parameters=()):
         raise TrainingDiverged(message)
 
 
+class StepWindow:
+    """The steps since the last log line. Their logged values (loss, ..., grad norm) stay on the device, since an
+    .item() per step would make the CPU wait for the GPU at every step; they are read when the log line is written
+    and checked then: a NaN or inf stops training before anything is saved (`check_finite`)."""
+
+    def __init__(self, stage, train, first_step):
+        self.stage, self.train = stage, train
+        self.restart(first_step)
+
+    def restart(self, first_step):
+        self.rows, self.first_step, self.tokens, self.tick = [], first_step, 0, time.perf_counter()
+
+    def add(self, values, tokens=0):
+        self.rows.append(torch.stack(values).float())
+        self.tokens += tokens
+
+    def check(self, parameters=()):
+        """Before a checkpoint: the steps not yet read, and the weights (an update can overflow after a finite loss)."""
+        check_finite(self.rows, self.first_step, self.stage, self.train, parameters)
+
+    def read(self):
+        """(means of the logged values, seconds, steps, tokens) since the last read; a new window starts."""
+        self.check()  # waits for the GPU, as reading the values does
+        elapsed, steps, tokens = time.perf_counter() - self.tick, len(self.rows), self.tokens
+        means = torch.stack(self.rows).mean(0).tolist()
+        self.restart(self.first_step + steps)
+        return means, elapsed, steps, tokens
+
+
 def log(out_dir, line):
     tqdm.write(line)
     with open(os.path.join(out_dir, "log.txt"), "a") as f:
@@ -325,7 +354,7 @@ def train_vae(train, world, vae_config, device):
         restore_rng_state(checkpoint.get("rng"))  # then goes on exactly as in the straight run
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
-    tick, window, window_start = time.perf_counter(), [], start_step
+    window = StepWindow("vae", train, start_step)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
@@ -338,27 +367,22 @@ def train_vae(train, world, vae_config, device):
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
         optimizer.step()
-        # Kept on the device: an .item() per step would make the CPU wait for the GPU at every step.
-        window.append(torch.stack([loss.detach(), mse.detach(), kl.detach(), grad_norm]).float())
+        window.add([loss.detach(), mse.detach(), kl.detach(), grad_norm])
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            check_finite(window, window_start, "vae", train)  # waits for the GPU, as the log's .tolist() does
-            elapsed = time.perf_counter() - tick
-            loss_mean, mse_mean, kl_mean, grad_mean = torch.stack(window).mean(0).tolist()
+            (loss_mean, mse_mean, kl_mean, grad_mean), elapsed, n, _ = window.read()
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
                                f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
-                               f" | {1000 * elapsed / len(window):.0f} ms/step | "
-                               f"{train.vae_batch_size * len(window) / elapsed:.1f} clips/s")
-            tick, window, window_start = time.perf_counter(), [], step + 1
+                               f" | {1000 * elapsed / n:.0f} ms/step | {train.vae_batch_size * n / elapsed:.1f} clips/s")
         if (step + 1) % train.sample_every == 0:
             write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
             vae.train()
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
-            check_finite(window, window_start, "vae", train, vae.parameters())
+            window.check(vae.parameters())
             save(step + 1, {})
 
     # ---- after training: the latent scale, the PSNR on unseen clips, the final checkpoint
-    check_finite([], steps, "vae", train, vae.parameters())
+    window.check(vae.parameters())
     vae.latent_scale.fill_(measure_latent_scale(vae, world, device))
     metrics = {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips),
                "latent_scale": float(vae.latent_scale)}
@@ -533,7 +557,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     # ---- the loop
     dit.train(), text_encoder.train()
-    tick, window, window_start, tokens_seen = time.perf_counter(), [], start_step, 0
+    window = StepWindow("dit", train, start_step)
     bin_sums, bin_counts = torch.zeros(4, device=device), torch.zeros(4, device=device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
@@ -554,20 +578,17 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         update_ema(ema_text_encoder, text_encoder, decay)
         sums, counts = diffusion.loss_per_bin(t, per_sample_loss)  # on the device, read at log time only
         bin_sums, bin_counts = bin_sums + sums, bin_counts + counts
-        window.append(torch.stack([loss.detach(), grad_norm]).float())
-        tokens_seen += latents[0, 0].numel() // math.prod(dit_config.patch_size) * latents.shape[0]  # B * L
+        window.add([loss.detach(), grad_norm], tokens=latents[0, 0].numel() // math.prod(dit_config.patch_size)
+                   * latents.shape[0])  # B * L tokens
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            check_finite(window, window_start, "dit", train)  # waits for the GPU, as the log's .tolist() does
-            elapsed = time.perf_counter() - tick
-            loss_mean, grad_mean = torch.stack(window).mean(0).tolist()
+            (loss_mean, grad_mean), elapsed, n, tokens = window.read()
             line = (f"dit step {step + 1:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | "
-                    f"lr {optimizer.param_groups[0]['lr']:.2e} | {1000 * elapsed / len(window):.0f} ms/step | "
-                    f"{train.dit_batch_size * len(window) / elapsed:.1f} clips/s | {tokens_seen / elapsed:,.0f} tok/s")
+                    f"lr {optimizer.param_groups[0]['lr']:.2e} | {1000 * elapsed / n:.0f} ms/step | "
+                    f"{train.dit_batch_size * n / elapsed:.1f} clips/s | {tokens / elapsed:,.0f} tok/s")
             if peak:
-                line += f" | MFU {100 * train_flops_per_token * tokens_seen / elapsed / peak:.1f}%"
+                line += f" | MFU {100 * train_flops_per_token * tokens / elapsed / peak:.1f}%"
             log(out_dir, line)
-            tick, window, window_start, tokens_seen = time.perf_counter(), [], step + 1, 0
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
             means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
             log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}"
@@ -577,10 +598,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
                           os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
-            check_finite(window, window_start, "dit", train, params)
+            window.check(params)
             save(step + 1, {})
 
-    check_finite([], steps, "dit", train, params)
+    window.check(params)
     save(steps, {})
     write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
     log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
