@@ -376,6 +376,48 @@ def read_inputs(args, mode, world, device):
     return inputs, (frames, height, width), paths
 
 
+# Each mode of the command line: (models, inputs, prompts, (frames, height, width), args, sampling) -> (videos
+# (B, 1, F', H, W), the inputs lined up in time with them for --side-by-side).
+
+
+def contexts(args):
+    return (args.context or []) + [0] * (2 - len(args.context or []))  # 0: the mode's default
+
+
+def text_mode(models, inputs, prompts, size, args, sampling):
+    return generate(*models, prompts, *size, seed=args.seed, **sampling), []
+
+
+def image_mode(models, inputs, prompts, size, args, sampling):
+    videos = animate(models, inputs[0], prompts, size[0], seed=args.seed, **sampling)
+    return videos, [inputs[0].expand(-1, -1, size[0], -1, -1)]
+
+
+def extend_mode(models, inputs, prompts, size, args, sampling):
+    videos = extend(models, inputs[0], prompts, size[0], args.direction, contexts(args)[0], seed=args.seed,
+                    **sampling)
+    extra = videos.shape[2] - inputs[0].shape[2]
+    return videos, [pad_time(inputs[0], 0, extra) if args.direction == "forward" else pad_time(inputs[0], extra, 0)]
+
+
+def edit_mode(models, inputs, prompts, size, args, sampling):
+    return edit(models, inputs[0], prompts, args.strength, seed=args.seed, **sampling), [inputs[0]]
+
+
+def connect_mode(models, inputs, prompts, size, args, sampling):
+    videos = connect(models, inputs[0], inputs[1], prompts, size[0], contexts(args), seed=args.seed, **sampling)
+    F = videos.shape[2]
+    return videos, [pad_time(inputs[0], 0, F - inputs[0].shape[2]), pad_time(inputs[1], F - inputs[1].shape[2], 0)]
+
+
+def loop_mode(models, inputs, prompts, size, args, sampling):
+    return loop(models, prompts, *size, contexts(args), seed=args.seed, **sampling), []
+
+
+MODES = {"text": text_mode, "image": image_mode, "extend": extend_mode, "edit": edit_mode, "connect": connect_mode,
+         "loop": loop_mode}
+
+
 def main(argv=None):
     args = parse_args(argv)
     mode = args.mode
@@ -408,27 +450,8 @@ def main(argv=None):
     B = len(prompts)
     inputs = [video.expand(B, -1, -1, -1, -1) for video in inputs]  # (B, 1, n, H, W): one input, B samples
 
-    # ---- sample
-    context = (args.context or []) + [0] * (2 - len(args.context or []))
-    shown = []  # inputs lined up in time with the output, for --side-by-side
-    if mode == "text":
-        videos = generate(*models, prompts, frames, height, width, seed=args.seed, **sampling)
-    elif mode == "image":
-        videos = animate(models, inputs[0], prompts, frames, seed=args.seed, **sampling)
-        shown = [inputs[0].expand(-1, -1, frames, -1, -1)]
-    elif mode == "extend":
-        videos = extend(models, inputs[0], prompts, frames, args.direction, context[0], seed=args.seed, **sampling)
-        extra = videos.shape[2] - inputs[0].shape[2]
-        shown = [pad_time(inputs[0], 0, extra) if args.direction == "forward" else pad_time(inputs[0], extra, 0)]
-    elif mode == "edit":
-        videos = edit(models, inputs[0], prompts, args.strength, seed=args.seed, **sampling)
-        shown = [inputs[0]]
-    elif mode == "connect":
-        videos = connect(models, inputs[0], inputs[1], prompts, frames, context, seed=args.seed, **sampling)
-        shown = [pad_time(inputs[0], 0, videos.shape[2] - inputs[0].shape[2]),
-                 pad_time(inputs[1], videos.shape[2] - inputs[1].shape[2], 0)]
-    else:
-        videos = loop(models, prompts, frames, height, width, context, seed=args.seed, **sampling)
+    # ---- sample, in the mode asked for
+    videos, shown = MODES[mode](models, inputs, prompts, (frames, height, width), args, sampling)
 
     # ---- write
     if args.side_by_side:  # each row: the input(s), then the output
