@@ -859,17 +859,22 @@ def _parse_flag(kind):
     return kind
 
 
-def add_config_flags(parser, config_class, prefix=""):
-    """One --flag per dataclass field, typed by its default; `prefix` keeps two configs' flags apart."""
+def add_config_flags(parser, config_class, prefix="", derived=()):
+    """One --flag per dataclass field, typed by its default; `prefix` keeps two configs' flags apart. Fields in
+    `derived` are set from other configs, not chosen, so they get no flag."""
     for f in fields(config_class):
+        if f.name in derived:
+            continue
         default = f.default if f.default is not MISSING else f.default_factory()
         switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # "--resume" alone means true
         parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", type=_parse_flag(type(default)), **switch,
                             default=default, dest=f"{prefix.replace('-', '_')}{f.name}", help="(default: %(default)s)")
 
 
-def config_from_args(config_class, args, prefix=""):
-    return config_class(**{f.name: getattr(args, f"{prefix.replace('-', '_')}{f.name}") for f in fields(config_class)})
+def config_from_args(config_class, args, prefix="", derived=()):
+    """The config the flags of add_config_flags describe; derived fields keep their defaults until set."""
+    return config_class(**{f.name: getattr(args, f"{prefix.replace('-', '_')}{f.name}") for f in fields(config_class)
+                           if f.name not in derived})
 
 
 def benchmark(config, seconds=3.0):

@@ -13,7 +13,7 @@ Stage `dit`: with the VAE frozen, a DiT (dit.py) over spacetime latent patches a
 
 Every field of TrainConfig, WorldConfig (data.py), DiffusionConfig (diffusion.py), VAEConfig (--vae-*),
 DiTConfig (--dit-*) and TextEncoderConfig (--text-*) is a flag; `--preset` picks named sizes, explicit flags win.
-(--dit-latent-channels and --dit-text-dim are set from the VAE and the text encoder.)
+(The DiT's latent_channels and text_dim are no flags: they are set from the VAE and the text encoder.)
 """
 
 import argparse
@@ -612,6 +612,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 # Command line
 
 
+# Config fields that are not free choices: the DiT reads what the VAE writes and the text encoder's width.
+DERIVED = {"dit": ("latent_channels", "text_dim")}
+
+
 def check_configs(configs):
     """Raise ValueError for configs that do not fit together, before any training: captions longer than the text
     encoder reads (found when the first such clip is drawn, hours in) and given frames with a temporal patch."""
@@ -642,14 +646,14 @@ def parse_args(argv=None):
     groups = {"train": (TrainConfig, ""), "world": (data.WorldConfig, ""),
               "diffusion": (diffusion.DiffusionConfig, ""), "vae": (VAEConfig, "vae-"),
               "dit": (DiTConfig, "dit-"), "text": (TextEncoderConfig, "text-")}
-    for config_class, prefix in groups.values():
-        data.add_config_flags(parser, config_class, prefix)
+    for name, (config_class, prefix) in groups.items():
+        data.add_config_flags(parser, config_class, prefix, DERIVED.get(name, ()))
     parser.set_defaults(**PRESETS[preset])
     args = parser.parse_args(argv)
     configs = {}
     for name, (config_class, prefix) in groups.items():
         try:
-            configs[name] = data.config_from_args(config_class, args, prefix)
+            configs[name] = data.config_from_args(config_class, args, prefix, DERIVED.get(name, ()))
         except ValueError as e:  # the config's own check names its field: say which flags those are
             parser.error(f"{e}" + (f" (a --{prefix}* flag)" if prefix else ""))
     try:

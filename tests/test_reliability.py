@@ -162,6 +162,7 @@ TRAIN_CASES = [
     (["--digit-size", "40"], "canvas must be larger than a digit"),
     (["--device", "bogus"], "--device 'bogus' is not a device"),
     (["--vae-steps", "x"], "invalid int value"),
+    (["--dit-text-dim", "64"], "unrecognized arguments"),  # derived from the text encoder: not a flag
 ]
 
 
