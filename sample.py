@@ -89,10 +89,10 @@ def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, g
 # ----------------------------------------------------------------------------------------------------------
 # Prompting with images and videos
 #
-# The causal VAE (temporal factor k, 4 by default) turns F = 1 + k (f - 1) frames into f latent frames: latent
+# The causal VAE (temporal factor s, 4 by default) turns F = 1 + s (f - 1) frames into f latent frames: latent
 # frame 0 is pixel frame 0 alone (so an image is exactly one latent frame) and latent frame j >= 1 holds pixel
-# frames k (j - 1) + 1 .. k j. Given pixels must therefore fill whole latent frames: the first 1 + k m frames of a
-# clip (animate, extend forward, the start of connect), or k m frames that start at pixel 1 + k j (extend
+# frames s (j - 1) + 1 .. s j. Given pixels must therefore fill whole latent frames: the first 1 + s m frames of a
+# clip (animate, extend forward, the start of connect), or s m frames that start at pixel 1 + s j (extend
 # backward, the end of connect and loop). All inputs are (B, 1, n, H, W) in [-1, 1].
 
 
@@ -100,19 +100,19 @@ def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, g
 def encode_given(vae, video, start):
     """Latents (B, c, m, h, w) of `video` (B, 1, n, H, W) as pixel frames start .. start + n - 1 of a longer clip.
 
-    start = 0 needs n = 1 + k m; start = 1 + k j needs n = k m. A clip that starts later is preceded by frames
+    start = 0 needs n = 1 + s m; start = 1 + s j needs n = s m. A clip that starts later is preceded by frames
     nobody gave: the causal encoder sees the video's first frame repeated there, the same thing its padding shows
     it at the start of every clip, and only the latents of the given frames are kept."""
-    k, n = vae.config.temporal_factor, video.shape[2]
+    s, n = vae.config.temporal_factor, video.shape[2]
     if start == 0:
-        if (n - 1) % k:
-            raise ValueError(f"a clip's first given frames must number 1 + {k}m: got {n}")
-        return vae.encode_latents(video)  # (B, c, 1 + (n - 1) / k, h, w)
-    if (start - 1) % k or n % k:
-        raise ValueError(f"given frames that start at pixel {start} must start at 1 + {k}j and number {k}m: got {n}")
+        if (n - 1) % s:
+            raise ValueError(f"a clip's first given frames must number 1 + {s}m: got {n}")
+        return vae.encode_latents(video)  # (B, c, 1 + (n - 1) / s, h, w)
+    if (start - 1) % s or n % s:
+        raise ValueError(f"given frames that start at pixel {start} must start at 1 + {s}j and number {s}m: got {n}")
     before = video[:, :, :1].expand(-1, -1, start, -1, -1)  # (B, 1, start, H, W)
-    latents = vae.encode_latents(torch.cat([before, video], 2))  # (B, c, 1 + (start + n - 1) / k, h, w)
-    return latents[:, :, 1 + (start - 1) // k:]  # (B, c, n / k, h, w): the latent frames of the given pixels
+    latents = vae.encode_latents(torch.cat([before, video], 2))  # (B, c, 1 + (start + n - 1) / s, h, w)
+    return latents[:, :, 1 + (start - 1) // s:]  # (B, c, n / s, h, w): the latent frames of the given pixels
 
 
 def given_window(vae, segments, frames, height, width):
@@ -120,7 +120,7 @@ def given_window(vae, segments, frames, height, width):
     given (B, f) bool), the `given` argument of `generate`. Frames no segment covers are generated."""
     B, device = segments[0][1].shape[0], segments[0][1].device
     c, f, h, w = vae.latent_shape(frames, height, width)
-    k = vae.config.temporal_factor
+    s = vae.config.temporal_factor
     latents = torch.zeros(B, c, f, h, w, device=device)
     given = torch.zeros(B, f, dtype=torch.bool, device=device)
     for start, video in segments:
@@ -128,7 +128,7 @@ def given_window(vae, segments, frames, height, width):
             raise ValueError(f"{video.shape[2]} given frames from frame {start} do not fit a {frames}-frame window; "
                              "give fewer frames (--context) or a longer window (--frames)")
         z = encode_given(vae, video, start).float()  # (B, c, m, h, w)
-        first = 0 if start == 0 else 1 + (start - 1) // k  # the latent frame that holds pixel `start`
+        first = 0 if start == 0 else 1 + (start - 1) // s  # the latent frame that holds pixel `start`
         latents[:, :, first:first + z.shape[2]] = z
         given[:, first:first + z.shape[2]] = True
     if given.all():
@@ -153,28 +153,28 @@ def decode_end_in_context(vae, window, end_video):
 def default_context(vae, frames, mode):
     """How many pixel frames of the input the window is given by default: about half of it for extension, a
     third at each end for connect and loop, always whole latent frames and always leaving some to generate."""
-    k = vae.config.temporal_factor
-    f = 1 + (frames - 1) // k  # latent frames of the window
+    s = vae.config.temporal_factor
+    f = 1 + (frames - 1) // s  # latent frames of the window
     if f < 2:
         raise ValueError(f"a {frames}-frame window is one latent frame: nothing is left to generate beside the "
-                         f"given frames; use --frames {1 + 2 * k} or more")
+                         f"given frames; use --frames {1 + 2 * s} or more")
     if mode == "forward":
-        return 1 + k * (min(f - 1, (f + 1) // 2) - 1)  # the first latent frames
+        return 1 + s * (min(f - 1, (f + 1) // 2) - 1)  # the first latent frames
     if mode == "backward":
-        return k * max(1, f // 2)  # the last latent frames
+        return s * max(1, f // 2)  # the last latent frames
     if f < 3:
         raise ValueError(f"connecting needs a window of 3 latent frames or more (one at each end, one between): "
-                         f"got {frames} frames; use --frames {1 + 2 * k} or more")
+                         f"got {frames} frames; use --frames {1 + 2 * s} or more")
     m = max(1, (f - 1) // 3)  # connect / loop: m latent frames at each end
-    return 1 + k * (m - 1), k * m  # (frames of the first video's end, frames of the second one's start)
+    return 1 + s * (m - 1), s * m  # (frames of the first video's end, frames of the second one's start)
 
 
 def check_context(vae, context, available, kind):
-    """A clear error unless `context` given frames are valid for `kind` ('start': 1 + k m, 'end': k m) and the
+    """A clear error unless `context` given frames are valid for `kind` ('start': 1 + s m, 'end': s m) and the
     input has at least that many."""
-    k = vae.config.temporal_factor
-    valid = context >= 1 and (context - 1) % k == 0 if kind == "start" else context >= k and context % k == 0
-    rule = f"1 + {k}m (1, {1 + k}, {1 + 2 * k}, ...)" if kind == "start" else f"{k}m ({k}, {2 * k}, ...)"
+    s = vae.config.temporal_factor
+    valid = context >= 1 and (context - 1) % s == 0 if kind == "start" else context >= s and context % s == 0
+    rule = f"1 + {s}m (1, {1 + s}, {1 + 2 * s}, ...)" if kind == "start" else f"{s}m ({s}, {2 * s}, ...)"
     if not valid:
         raise ValueError(f"--context {context}: given frames at the {kind} of the window must number {rule}, "
                          "so that they fill whole latent frames")
@@ -195,9 +195,9 @@ def animate(models, images, prompts, frames, seed=0, **sampling):
 def extend(models, videos, prompts, frames, direction="forward", context=0, seed=0, **sampling):
     """Extend videos (B, 1, n, H, W) in time with a `frames`-frame window that overlaps them by `context` frames.
 
-    forward: the videos' last `context` frames (1 + k m) open the window, the rest of it is new; returns the
+    forward: the videos' last `context` frames (1 + s m) open the window, the rest of it is new; returns the
         videos followed by the new frames, (B, 1, n - context + frames, H, W).
-    backward: the videos' first `context` frames (k m) close the window; returns the new frames followed by the
+    backward: the videos' first `context` frames (s m) close the window; returns the new frames followed by the
         videos. Because the encoder is causal, their latents are computed after the first frame held still
         (see `encode_given`)."""
     vae = models[0]
@@ -229,8 +229,8 @@ def edit(models, videos, prompts, strength, seed=0, **sampling):
 
 
 def connect(models, first, second, prompts, frames, context=(0, 0), seed=0, **sampling):
-    """A transition: a `frames`-frame window opens with the last context[0] frames of `first` (1 + k m) and
-    closes with the first context[1] frames of `second` (k m); returns first, the new frames, then second."""
+    """A transition: a `frames`-frame window opens with the last context[0] frames of `first` (1 + s m) and
+    closes with the first context[1] frames of `second` (s m); returns first, the new frames, then second."""
     vae = models[0]
     (H, W), defaults = first.shape[-2:], default_context(vae, frames, "connect")
     start, end = context[0] or defaults[0], context[1] or defaults[1]
