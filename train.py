@@ -494,15 +494,64 @@ def objective_inputs(latents, train, diffusion_config, generator):
     return torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # (B, f), (B, c, f, h, w), (B, f)
 
 
+def frozen_vae(train, world, vae_config, device):
+    """(the trained VAE, frozen, and its checkpoint) from out_dir/vae.pt, trained first if it is not there."""
+    path = os.path.join(train.out_dir, "vae.pt")
+    if not os.path.exists(path):
+        log(train.out_dir, f"no VAE in {train.out_dir}: training it first")
+        train_vae(train, world, vae_config, device)
+    checkpoint = load_checkpoint(path)
+    vae = vae_from_checkpoint(checkpoint, path, device)
+    vae.check_video_shape(world.frames, world.height, world.width)
+    return vae, checkpoint
+
+
+def dit_models(text_config, dit_config, train, device):
+    """The text encoder and DiT, initialised from the seed, their EMA copies (used for sampling) and one AdamW
+    over both: they learn together, from scratch."""
+    torch.manual_seed(train.seed)
+    text_encoder, dit = TextEncoder(text_config).to(device), DiT(dit_config).to(device)
+    ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
+    ema_dit = copy.deepcopy(dit).requires_grad_(False).eval()
+    params = list(dit.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
+    return text_encoder, dit, ema_text_encoder, ema_dit, optimizer
+
+
+def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer):
+    """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step."""
+    for module, state in ((dit, checkpoint["model"]["dit"]), (text_encoder, checkpoint["model"]["text_encoder"]),
+                          (ema_dit, checkpoint["ema"]["dit"]), (ema_text_encoder, checkpoint["ema"]["text_encoder"])):
+        module.load_state_dict(state)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    return checkpoint["step"]
+
+
+def peak_flops(device):
+    """The GPU's dense bf16 peak (FLOP/s) from PEAK_BF16_FLOPS, for MFU; None elsewhere or for another GPU."""
+    if device.type != "cuda":
+        return None
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(device)), None)
+
+
+def dit_log_line(step, window, lr, train, flops_per_token, peak):
+    """The log line of the steps since the last one: mean loss and grad norm, speed, and MFU on a known GPU."""
+    (loss_mean, grad_mean), elapsed, n, tokens = window.read()
+    line = (f"dit step {step:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | lr {lr:.2e} | "
+            f"{1000 * elapsed / n:.0f} ms/step | {train.dit_batch_size * n / elapsed:.1f} clips/s | "
+            f"{tokens / elapsed:,.0f} tok/s")
+    return line + (f" | MFU {100 * flops_per_token * tokens / elapsed / peak:.1f}%" if peak else "")
+
+
+def log_loss_by_t(out_dir, bin_sums, bin_counts):
+    """The mean loss per timestep bin since the last such line ('-' for a bin no clip fell in)."""
+    means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
+    log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}" for i, m in enumerate(means)))
+
+
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
     out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
-    if not os.path.exists(os.path.join(out_dir, "vae.pt")):
-        log(out_dir, f"no VAE in {out_dir}: training it first")
-        train_vae(train, world, vae_config, device)
-    vae_path = os.path.join(out_dir, "vae.pt")
-    vae_checkpoint = load_checkpoint(vae_path)
-    vae = vae_from_checkpoint(vae_checkpoint, vae_path, device)
-    vae.check_video_shape(world.frames, world.height, world.width)
+    vae, vae_checkpoint = frozen_vae(train, world, vae_config, device)
     trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
     # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
     dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
@@ -513,22 +562,13 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         write_missing_samples(out_dir, world, diffusion_config, device)
         return
 
-    # ---- models, EMA copies and optimizer
-    torch.manual_seed(train.seed)
-    text_encoder, dit = TextEncoder(text_config).to(device), DiT(dit_config).to(device)
-    ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
-    ema_dit = copy.deepcopy(dit).requires_grad_(False).eval()
+    # ---- models, EMA copies and optimizer, from the checkpoint when resuming
+    text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
     params = list(dit.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(params, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
     start_step = 0
     if checkpoint is not None:
-        for module, state in ((dit, checkpoint["model"]["dit"]), (text_encoder, checkpoint["model"]["text_encoder"]),
-                              (ema_dit, checkpoint["ema"]["dit"]), (ema_text_encoder, checkpoint["ema"]["text_encoder"])):
-            module.load_state_dict(state)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_step = checkpoint["step"]
+        start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
         log(out_dir, f"resuming {path} at step {start_step}")
-
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit_config.patch_size))
     log(out_dir, f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
@@ -549,11 +589,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                                "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
                                "vae": trained_on, "rng": rng_state(generator)})
 
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name()), None) \
-        if device.type == "cuda" else None
+    peak = peak_flops(device)
     # Training FLOPs per video token: forward + backward = 3x forward, captions of ~160 characters. The text
     # encoder's own FLOPs are left out, so the MFU printed is a slight underestimate.
-    train_flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
+    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
     dit.train(), text_encoder.train()
@@ -582,17 +621,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                    * latents.shape[0])  # B * L tokens
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            (loss_mean, grad_mean), elapsed, n, tokens = window.read()
-            line = (f"dit step {step + 1:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | "
-                    f"lr {optimizer.param_groups[0]['lr']:.2e} | {1000 * elapsed / n:.0f} ms/step | "
-                    f"{train.dit_batch_size * n / elapsed:.1f} clips/s | {tokens / elapsed:,.0f} tok/s")
-            if peak:
-                line += f" | MFU {100 * train_flops_per_token * tokens / elapsed / peak:.1f}%"
-            log(out_dir, line)
+            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], train, flops_per_token, peak))
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
-            means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
-            log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}"
-                                                       for i, m in enumerate(means)))
+            log_loss_by_t(out_dir, bin_sums, bin_counts)
             bin_sums, bin_counts = torch.zeros_like(bin_sums), torch.zeros_like(bin_counts)
         if (step + 1) % train.sample_every == 0 and step + 1 < steps:
             write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
