@@ -84,6 +84,11 @@ def lr_at(step, base_lr, warmup, total):
     return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def psnr(mse):
+    """PSNR in dB from the MSE of videos in [-1, 1], on the usual [0, 1] scale (a [-1, 1] MSE is 4x the [0, 1] one)."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Files written atomically
 

@@ -31,8 +31,8 @@ import data
 import diffusion
 import evaluate
 from common import (TrainingDiverged, autocast, check_same_vae, load_checkpoint, load_models, load_vae, lr_at,
-                    make_folder, pick_device, run_cli, save_checkpoint, vae_from_checkpoint, vae_record, write_json,
-                    write_text)
+                    make_folder, pick_device, psnr, run_cli, save_checkpoint, vae_from_checkpoint, vae_record,
+                    write_json, write_text)
 from dit import DiT, DiTConfig
 from sample import generate
 from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
@@ -138,11 +138,6 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 
 # ----------------------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def psnr(mse):
-    """PSNR in dB of videos in [-1, 1], on the usual [0, 1] scale (a [-1, 1] MSE is 4x the [0, 1] one)."""
-    return 10 * math.log10(4.0 / max(mse, 1e-12))
 
 
 @torch.no_grad()

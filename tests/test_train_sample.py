@@ -114,10 +114,10 @@ def test_every_config_field_is_a_flag_and_presets_apply():
 
 
 def test_helpers_match_their_formulas():
-    assert train.lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
-    assert train.lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
-    assert train.lr_at(100, 1.0, 10, 100) == pytest.approx(0.1)
-    assert train.psnr(4.0 * 10 ** -3) == pytest.approx(30.0)  # MSE 1e-3 on the [0, 1] scale
+    assert common.lr_at(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert common.lr_at(10, 1.0, 10, 100) == pytest.approx(1.0)
+    assert common.lr_at(100, 1.0, 10, 100) == pytest.approx(0.1)
+    assert common.psnr(4.0 * 10 ** -3) == pytest.approx(30.0)  # MSE 1e-3 on the [0, 1] scale
     videos = torch.arange(2 * 3 * 4).float().view(2, 1, 3, 2, 2)
     images = train.as_images(videos)
     assert images.shape == (6, 1, 1, 2, 2) and torch.equal(images[4, 0, 0], videos[1, 0, 1])
