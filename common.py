@@ -7,14 +7,19 @@ running code from it (`weights_only=True`), a DiT is never decoded by a VAE it w
 input ends in one line that says what to do instead of a traceback.
 """
 
+import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import warnings
+from dataclasses import MISSING, fields
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from dit import DiT, DiTConfig
@@ -228,3 +233,197 @@ def load_models(out_dir, device, ema=True):
     load_weights(dit, weights["dit"], dit_path)
     return Models(vae_from_checkpoint(vae_checkpoint, vae_path, device), text_encoder.to(device).eval(),
                   dit.to(device).eval(), checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video files: a grid of clips, writing and reading GIF / MP4 / PNG
+
+
+def video_grid(videos, columns=None, pad=2):
+    """(B, C, F, H, W) in [-1, 1] -> (F, rows*(H+pad)+pad, columns*(W+pad)+pad) uint8 frames, grey."""
+    B, C, num_frames, H, W = videos.shape
+    columns = columns or math.ceil(math.sqrt(B))
+    rows = math.ceil(B / columns)
+    frames = ((videos.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]  # (B, F, H, W)
+    grid = torch.full((num_frames, rows * (H + pad) + pad, columns * (W + pad) + pad), 80, dtype=torch.uint8)
+    for b in range(B):
+        r, c = divmod(b, columns)
+        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = frames[b]
+    return grid.numpy()
+
+
+def check_video_path(path, num_frames):
+    """Raise ValueError, saying what to do, if save_video could not write num_frames frames to path: checked
+    before the frames are made, so a mistake costs nothing."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".mp4", ".png"):
+        raise ValueError(f"cannot write {path!r}: use a .gif, .mp4 or (for one frame) .png file name")
+    if ext == ".png" and num_frames != 1:
+        raise ValueError(f"{path} is a .png but the video has {num_frames} frames; use .gif or .mp4")
+    if ext == ".mp4" and not any(importlib.util.find_spec(name) for name in ("imageio_ffmpeg", "av")):
+        raise ValueError(f"cannot write {path}: imageio needs an ffmpeg backend for MP4 "
+                         "(pip install imageio-ffmpeg); or write a .gif")
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path}: it is a folder; give a file name such as "
+                         f"{os.path.join(path, 'sample' + (ext or '.gif'))}")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):  # the nearest folder that exists: save_video makes the rest
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose another path")
+
+
+def save_video(path, frames, fps=8):
+    """Write (F, H, W) uint8 frames as .gif/.mp4, or a 1-frame video as .png (or .gif), atomically: a failure
+    names `path` and leaves neither half a file nor the temp file behind. Raises ValueError as check_video_path."""
+    import imageio.v3 as iio  # only the scripts write files; the model files never import this one
+
+    check_video_path(path, len(frames))
+    ext = os.path.splitext(path)[1].lower()
+
+    def write(temp):  # the temp file keeps the extension: imageio picks the format by it
+        if ext == ".png":
+            iio.imwrite(temp, frames[0])
+        elif ext == ".gif":  # the comment lets load_video undo Pillow's merging of identical consecutive frames
+            iio.imwrite(temp, frames, duration=1000 / fps, loop=0, comment=f"frame_ms={1000 / fps:g}".encode())
+        else:
+            iio.imwrite(temp, frames, fps=fps, codec="libx264")
+
+    atomic_write(path, write)
+
+
+def load_video(path):
+    """Read a .gif, .mp4 or .png (an image is a 1-frame video; only an animated PNG's first frame is read) -> uint8
+    (F, H, W), grey: the picture a person sees when the file is shown over black, the world's background. An
+    image's transparent parts are black (grey = luminance * alpha), so a white digit drawn in the alpha channel
+    reads as a white digit. Pixels are never inverted: dark ink on a light background stays so, with a warning.
+    A file that cannot be read, or whose pixels have no agreed grey, is an error that names it and says what to do.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".mp4", ".png"):
+        raise ValueError(f"cannot read {path!r}: give a .gif or .mp4 video, or a .png image")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file at {path}")
+    try:
+        if ext == ".mp4":
+            frames = _read_mp4(path)
+        else:
+            pages = _read_pages(path, every_frame=ext == ".gif")
+    except Exception as e:
+        hint = " (MP4 needs an ffmpeg backend: pip install imageio-ffmpeg, or give a .gif)" if ext == ".mp4" else ""
+        raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}){hint}") from None
+    if ext != ".mp4":
+        frames = np.stack([_grey_over_black(page, path) for page in pages])  # (F, H, W)
+    if ext == ".gif":
+        frames = _unmerge_gif_frames(path, frames)
+    _warn_if_not_light_on_black(path, frames)
+    return frames.astype(np.uint8)  # (F, H, W)
+
+
+def _read_mp4(path):
+    import imageio.v3 as iio  # reading and writing files need imageio; the world itself needs numpy and torch alone
+
+    frames = np.asarray(iio.imread(path, index=None))  # (F, H, W, 3)
+    return frames[..., :3].mean(-1) if frames.ndim == 4 else frames  # the world is grey
+
+
+def _read_pages(path, every_frame):
+    """An image file's pages as Pillow images, decoded here so that a broken file fails here: every frame of a
+    GIF (each already drawn over the ones before it, as its disposal rules say), or the first page."""
+    from PIL import Image, ImageSequence  # Pillow comes with imageio
+
+    with Image.open(path) as image:
+        pages = [page.copy() for page in (ImageSequence.Iterator(image) if every_frame else [image])]
+        if image.format == "PNG":  # older Pillow opens 16-bit grey PNGs as 32-bit "I"; a PNG holds 16 bits at most
+            pages = [page.convert("I;16") if page.mode == "I" else page for page in pages]
+    return pages
+
+
+# Pillow modes whose pixels have a known white: 8-bit ones Pillow converts to RGBA itself (palette and grey
+# transparency become alpha), and 16-bit grey, read by hand because Pillow's conversion clips it at 255.
+_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def _grey_over_black(page, path):
+    """A Pillow image -> (H, W) whole numbers in [0, 255]: its luminance where opaque, black where transparent. Over
+    black, because the world draws light digits on a black background; a viewer that shows transparency over a
+    dark background shows the same picture."""
+    if page.mode in _SIXTEEN_BIT_MODES:
+        return np.round(np.asarray(page, np.float64) / 257)  # 65535 -> 255
+    if page.mode not in _EIGHT_BIT_MODES:
+        raise ValueError(f"cannot read {path}: its pixels are Pillow mode {page.mode!r}, which has no agreed grey "
+                         "(32-bit or float pixels, or a colour space other than RGB); save it as an 8-bit grey, "
+                         "RGB or RGBA PNG")
+    rgba = page.convert("RGBA")
+    luminance = np.asarray(rgba.convert("L"), np.float64)  # (H, W); Pillow's ITU-R 601 weights, alpha ignored
+    alpha = np.asarray(rgba.getchannel("A"), np.float64)  # (H, W)
+    return np.round(luminance * alpha / 255)
+
+
+def _warn_if_not_light_on_black(path, frames):
+    """The world is light ink on black. A file that cannot show that is read all the same (inverting a picture
+    would guess what its maker meant) but it gets a warning, since a model prompted with it will not make sense."""
+    if frames.min() == frames.max():
+        warnings.warn(f"{path} is one flat grey ({frames.min():.0f}) over the world's black background: no digit "
+                      "to see; dark ink on a transparent background vanishes, so draw the digit in light ink",
+                      stacklevel=3)
+    elif np.median(frames) > 127:
+        warnings.warn(f"{path} is mostly light (median grey {np.median(frames):.0f}): the world draws light digits "
+                      "on black, so dark ink on a light background is out of its world; invert it first if that "
+                      "is what it is (PIL.ImageOps.invert)", stacklevel=3)
+
+
+def _unmerge_gif_frames(path, frames):
+    """GIF writers (Pillow among them) store a run of identical frames as one frame shown longer, so a still
+    digit's 9 frames come back as 1. Repeat each stored frame by its duration over one frame's: the frame_ms that
+    save_video writes into the GIF's comment, else (another program's GIF) the shortest duration in it."""
+    import imageio.v3 as iio
+
+    metas = [iio.immeta(path, index=i, plugin="pillow") for i in range(len(frames))]
+    durations = np.array([float(m.get("duration") or 0) for m in metas])  # (stored frames,) in ms
+    found = re.search(rb"frame_ms=([0-9.]+)", metas[0].get("comment") or b"")
+    unit = float(found.group(1)) if found else durations[durations > 0].min(initial=np.inf)
+    if not np.isfinite(unit) or unit <= 0:
+        return frames  # no durations: one stored frame per frame
+    repeats = np.maximum(1, np.round(durations / unit)).astype(int)
+    return np.repeat(frames, repeats, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Config flags: one --flag per dataclass field
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake prints one line (`prog: error: ...`), not the usage of every flag before it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
+def _parse_flag(kind):
+    if kind is bool:
+        return lambda s: s.lower() in ("1", "true", "yes", "on")
+    if kind is tuple:  # e.g. --vae-channel-mults 1,2,4
+        return lambda s: tuple(int(v) for v in s.split(",") if v)
+    return kind
+
+
+def add_config_flags(parser, config_class, prefix="", derived=()):
+    """One --flag per dataclass field, typed by its default; `prefix` keeps two configs' flags apart. Fields in
+    `derived` are set from other configs, not chosen, so they get no flag."""
+    for f in fields(config_class):
+        if f.name in derived:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # "--resume" alone means true
+        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", type=_parse_flag(type(default)), **switch,
+                            default=default, dest=f"{prefix.replace('-', '_')}{f.name}", help="(default: %(default)s)")
+
+
+def config_from_args(config_class, args, prefix="", derived=()):
+    """The config the flags of add_config_flags describe; derived fields keep their defaults until set."""
+    return config_class(**{f.name: getattr(args, f"{prefix.replace('-', '_')}{f.name}") for f in fields(config_class)
+                           if f.name not in derived})

@@ -15,15 +15,11 @@ Moving MNIST: Srivastava et al., arXiv:1502.04681. Sora: "Video generation model
 Coordinates are (x, y) in pixels, x to the right and y down; a digit's position is its glyph's top-left corner.
 """
 
-import argparse
 import gzip
-import importlib.util
-import math
 import os
 import re
 import time
-import warnings
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -678,203 +674,7 @@ def collate(items):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Writing videos (used by train.py, sample.py and evaluate.py too)
-
-
-def video_grid(videos, columns=None, pad=2):
-    """(B, C, F, H, W) in [-1, 1] -> (F, rows*(H+pad)+pad, columns*(W+pad)+pad) uint8 frames, grey."""
-    B, C, num_frames, H, W = videos.shape
-    columns = columns or math.ceil(math.sqrt(B))
-    rows = math.ceil(B / columns)
-    frames = ((videos.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]  # (B, F, H, W)
-    grid = torch.full((num_frames, rows * (H + pad) + pad, columns * (W + pad) + pad), 80, dtype=torch.uint8)
-    for b in range(B):
-        r, c = divmod(b, columns)
-        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = frames[b]
-    return grid.numpy()
-
-
-def check_video_path(path, num_frames):
-    """Raise ValueError, saying what to do, if save_video could not write num_frames frames to path: checked
-    before the frames are made, so a mistake costs nothing."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".gif", ".mp4", ".png"):
-        raise ValueError(f"cannot write {path!r}: use a .gif, .mp4 or (for one frame) .png file name")
-    if ext == ".png" and num_frames != 1:
-        raise ValueError(f"{path} is a .png but the video has {num_frames} frames; use .gif or .mp4")
-    if ext == ".mp4" and not any(importlib.util.find_spec(name) for name in ("imageio_ffmpeg", "av")):
-        raise ValueError(f"cannot write {path}: imageio needs an ffmpeg backend for MP4 "
-                         "(pip install imageio-ffmpeg); or write a .gif")
-    if os.path.isdir(path):
-        raise ValueError(f"cannot write {path}: it is a folder; give a file name such as "
-                         f"{os.path.join(path, 'sample' + (ext or '.gif'))}")
-    folder = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(folder):  # the nearest folder that exists: save_video makes the rest
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {path}: {folder} is a file, not a folder; choose another path")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path}: the folder {folder} is not writable; choose another path")
-
-
-def save_video(path, frames, fps=8):
-    """Write (F, H, W) uint8 frames as .gif/.mp4, or a 1-frame video as .png; atomically (temp file, rename).
-    A failure names `path` and leaves neither half a file nor the temp file behind."""
-    import imageio.v3 as iio  # only writing needs imageio; the world itself needs numpy and torch alone
-
-    check_video_path(path, len(frames))
-    ext = os.path.splitext(path)[1].lower()
-    tmp = f"{path}.tmp{ext}"  # beside path, so the rename is atomic; imageio picks the format by the extension
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if ext == ".png":
-            iio.imwrite(tmp, frames[0])
-        elif ext == ".gif":
-            # The comment lets load_video undo Pillow's merging of identical consecutive frames.
-            iio.imwrite(tmp, frames, duration=1000 / fps, loop=0, comment=f"frame_ms={1000 / fps:g}".encode())
-        else:
-            iio.imwrite(tmp, frames, fps=fps, codec="libx264")
-        os.replace(tmp, path)
-    except OSError as e:  # the user chose path; the temp file's name would only puzzle them
-        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.isfile(tmp):
-            os.remove(tmp)
-
-
-def load_video(path):
-    """Read a .gif, .mp4 or .png (an image is a 1-frame video; only an animated PNG's first frame is read) -> uint8
-    (F, H, W), grey: the picture a person sees when the file is shown over black, the world's background. An
-    image's transparent parts are black (grey = luminance * alpha), so a white digit drawn in the alpha channel
-    reads as a white digit. Pixels are never inverted: dark ink on a light background stays so, with a warning.
-    A file that cannot be read, or whose pixels have no agreed grey, is an error that names it and says what to do.
-    """
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".gif", ".mp4", ".png"):
-        raise ValueError(f"cannot read {path!r}: give a .gif or .mp4 video, or a .png image")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no file at {path}")
-    try:
-        if ext == ".mp4":
-            frames = _read_mp4(path)
-        else:
-            pages = _read_pages(path, every_frame=ext == ".gif")
-    except Exception as e:
-        hint = " (MP4 needs an ffmpeg backend: pip install imageio-ffmpeg, or give a .gif)" if ext == ".mp4" else ""
-        raise ValueError(f"cannot read {path} as a video ({type(e).__name__}: {e}){hint}") from None
-    if ext != ".mp4":
-        frames = np.stack([_grey_over_black(page, path) for page in pages])  # (F, H, W)
-    if ext == ".gif":
-        frames = _unmerge_gif_frames(path, frames)
-    _warn_if_not_light_on_black(path, frames)
-    return frames.astype(np.uint8)  # (F, H, W)
-
-
-def _read_mp4(path):
-    import imageio.v3 as iio  # reading and writing files need imageio; the world itself needs numpy and torch alone
-
-    frames = np.asarray(iio.imread(path, index=None))  # (F, H, W, 3)
-    return frames[..., :3].mean(-1) if frames.ndim == 4 else frames  # the world is grey
-
-
-def _read_pages(path, every_frame):
-    """An image file's pages as Pillow images, decoded here so that a broken file fails here: every frame of a
-    GIF (each already drawn over the ones before it, as its disposal rules say), or the first page."""
-    from PIL import Image, ImageSequence  # Pillow comes with imageio
-
-    with Image.open(path) as image:
-        pages = [page.copy() for page in (ImageSequence.Iterator(image) if every_frame else [image])]
-        if image.format == "PNG":  # older Pillow opens 16-bit grey PNGs as 32-bit "I"; a PNG holds 16 bits at most
-            pages = [page.convert("I;16") if page.mode == "I" else page for page in pages]
-    return pages
-
-
-# Pillow modes whose pixels have a known white: 8-bit ones Pillow converts to RGBA itself (palette and grey
-# transparency become alpha), and 16-bit grey, read by hand because Pillow's conversion clips it at 255.
-_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-
-
-def _grey_over_black(page, path):
-    """A Pillow image -> (H, W) whole numbers in [0, 255]: its luminance where opaque, black where transparent. Over
-    black, because the world draws light digits on a black background; a viewer that shows transparency over a
-    dark background shows the same picture."""
-    if page.mode in _SIXTEEN_BIT_MODES:
-        return np.round(np.asarray(page, np.float64) / 257)  # 65535 -> 255
-    if page.mode not in _EIGHT_BIT_MODES:
-        raise ValueError(f"cannot read {path}: its pixels are Pillow mode {page.mode!r}, which has no agreed grey "
-                         "(32-bit or float pixels, or a colour space other than RGB); save it as an 8-bit grey, "
-                         "RGB or RGBA PNG")
-    rgba = page.convert("RGBA")
-    luminance = np.asarray(rgba.convert("L"), np.float64)  # (H, W); Pillow's ITU-R 601 weights, alpha ignored
-    alpha = np.asarray(rgba.getchannel("A"), np.float64)  # (H, W)
-    return np.round(luminance * alpha / 255)
-
-
-def _warn_if_not_light_on_black(path, frames):
-    """The world is light ink on black. A file that cannot show that is read all the same (inverting a picture
-    would guess what its maker meant) but it gets a warning, since a model prompted with it will not make sense."""
-    if frames.min() == frames.max():
-        warnings.warn(f"{path} is one flat grey ({frames.min():.0f}) over the world's black background: no digit "
-                      "to see; dark ink on a transparent background vanishes, so draw the digit in light ink",
-                      stacklevel=3)
-    elif np.median(frames) > 127:
-        warnings.warn(f"{path} is mostly light (median grey {np.median(frames):.0f}): the world draws light digits "
-                      "on black, so dark ink on a light background is out of its world; invert it first if that "
-                      "is what it is (PIL.ImageOps.invert)", stacklevel=3)
-
-
-def _unmerge_gif_frames(path, frames):
-    """GIF writers (Pillow among them) store a run of identical frames as one frame shown longer, so a still
-    digit's 9 frames come back as 1. Repeat each stored frame by its duration over one frame's: the frame_ms that
-    save_video writes into the GIF's comment, else (another program's GIF) the shortest duration in it."""
-    import imageio.v3 as iio
-
-    metas = [iio.immeta(path, index=i, plugin="pillow") for i in range(len(frames))]
-    durations = np.array([float(m.get("duration") or 0) for m in metas])  # (stored frames,) in ms
-    found = re.search(rb"frame_ms=([0-9.]+)", metas[0].get("comment") or b"")
-    unit = float(found.group(1)) if found else durations[durations > 0].min(initial=np.inf)
-    if not np.isfinite(unit) or unit <= 0:
-        return frames  # no durations: one stored frame per frame
-    repeats = np.maximum(1, np.round(durations / unit)).astype(int)
-    return np.repeat(frames, repeats, axis=0)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line: preview, glyph sheet, benchmark
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a mistake prints one line (`prog: error: ...`), not the usage of every flag before it."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
-
-
-def _parse_flag(kind):
-    if kind is bool:
-        return lambda s: s.lower() in ("1", "true", "yes", "on")
-    if kind is tuple:  # e.g. --vae-channel-mults 1,2,4
-        return lambda s: tuple(int(v) for v in s.split(",") if v)
-    return kind
-
-
-def add_config_flags(parser, config_class, prefix="", derived=()):
-    """One --flag per dataclass field, typed by its default; `prefix` keeps two configs' flags apart. Fields in
-    `derived` are set from other configs, not chosen, so they get no flag."""
-    for f in fields(config_class):
-        if f.name in derived:
-            continue
-        default = f.default if f.default is not MISSING else f.default_factory()
-        switch = dict(nargs="?", const=True) if isinstance(default, bool) else {}  # "--resume" alone means true
-        parser.add_argument(f"--{prefix}{f.name.replace('_', '-')}", type=_parse_flag(type(default)), **switch,
-                            default=default, dest=f"{prefix.replace('-', '_')}{f.name}", help="(default: %(default)s)")
-
-
-def config_from_args(config_class, args, prefix="", derived=()):
-    """The config the flags of add_config_flags describe; derived fields keep their defaults until set."""
-    return config_class(**{f.name: getattr(args, f"{prefix.replace('-', '_')}{f.name}") for f in fields(config_class)
-                           if f.name not in derived})
 
 
 def benchmark(config, seconds=3.0):
@@ -893,6 +693,8 @@ def benchmark(config, seconds=3.0):
 
 def _check_request(args, config):
     """Raise ValueError, saying what to do, for a request the preview could not carry out."""
+    import common
+
     if not (args.out or args.glyphs or args.bench):
         raise ValueError("nothing to do: pass --out FILE, --glyphs FILE or --bench")
     if args.n < 1:
@@ -900,13 +702,15 @@ def _check_request(args, config):
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed}: numpy takes seeds >= 0; give one")
     if args.out:
-        check_video_path(args.out, config.frames)
+        common.check_video_path(args.out, config.frames)
     if args.glyphs:
-        check_video_path(args.glyphs, 1)
+        common.check_video_path(args.glyphs, 1)
 
 
 def main(argv=None):
-    parser = ArgumentParser(prog="data.py", description="The moving-digits world: preview videos, glyphs, benchmark.")
+    import common  # the command line's plumbing (flags, video files); the world itself needs numpy and torch only
+
+    parser = common.ArgumentParser(prog="data.py", description="The moving-digits world: preview videos, glyphs, benchmark.")
     parser.add_argument("--out", default="", help="write sample videos (.gif/.mp4), a grid, or one clip if --n 1; "
                         "print their captions")
     parser.add_argument("--glyphs", default="", help="write a sheet of glyphs (.png): one row per digit")
@@ -914,10 +718,10 @@ def main(argv=None):
     parser.add_argument("--split", default="train", choices=SPLITS)
     parser.add_argument("--n", type=int, default=8, help="videos in the preview")
     parser.add_argument("--seed", type=int, default=0)
-    add_config_flags(parser, WorldConfig)
+    common.add_config_flags(parser, WorldConfig)
     args = parser.parse_args(argv)
     try:  # every mistake in the request is found here, before a glyph is drawn
-        config = config_from_args(WorldConfig, args)
+        config = common.config_from_args(WorldConfig, args)
         _check_request(args, config)
     except ValueError as e:
         parser.error(str(e))
@@ -928,6 +732,8 @@ def main(argv=None):
 
 
 def _preview(args, config):
+    import common
+
     if args.bench:
         bench_config = WorldConfig(**{**vars(config), "min_digits": 2, "max_digits": 2})
         print(f"{benchmark(bench_config):.0f} videos/s on one CPU core "
@@ -936,12 +742,12 @@ def _preview(args, config):
         images, labels, by_digit = glyph_bank(config)["train"]
         sheet = np.stack([images[by_digit[d][:16]] for d in range(10)])  # (10 digits, 16, s, s)
         videos = torch.from_numpy(sheet.reshape(160, 1, 1, *sheet.shape[2:])).float() / 127.5 - 1
-        save_video(args.glyphs, video_grid(videos, columns=16, pad=1))
+        common.save_video(args.glyphs, common.video_grid(videos, columns=16, pad=1))
         print(f"wrote {args.glyphs}")
     if args.out:
         dataset = MovingDigits(config, args.split, seed=args.seed)
         batch = collate([dataset[i] for i in range(args.n)])
-        save_video(args.out, video_grid(batch["video"], pad=2 if args.n > 1 else 0))  # one clip: its exact size
+        common.save_video(args.out, common.video_grid(batch["video"], pad=2 if args.n > 1 else 0))  # one clip: its exact size
         for i, text in enumerate(batch["caption"]):
             print(f"{i}: {text}")
         print(f"wrote {args.out}")

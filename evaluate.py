@@ -6,8 +6,8 @@ or vanish, left/right confusions, physics that breaks. On real footage those are
 digits world (data.py) every rule is known, so each failure becomes a number:
 
 - a digit classifier, trained on the world's glyphs, names each digit it is shown;
-- a tracker finds the digits in every frame (connected pieces of ink) and links them over time, carrying a digit
-  through the frames where it overlaps another;
+- a tracker finds the digits in every frame (connected pieces of ink, a broken digit's pieces grouped back into
+  one) and links them over time, carrying a digit through the frames where it overlaps another;
 - per video, then averaged over prompts from the training distribution (`val`) and over held-out (digit,
   direction) pairs (`holdout`): identity, motion (direction and speed), count (nothing appears or vanishes),
   persistence (no morphing) and physics (constant velocity, elastic bounces at the walls);
@@ -15,8 +15,9 @@ digits world (data.py) every rule is known, so each failure becomes a number:
   on the features of a tiny video encoder trained on this world instead of I3D: comparable only within this
   world, with a floor set by real clips against real clips.
 
-Every metric is calibrated: real clips score near the ceiling and a corruption aimed at it makes it fall
-(`--calibrate` prints that table; tests/test_evaluate.py checks it).
+Every metric is calibrated: real clips score near the ceiling, and so do real clips whose strokes are cut as a
+generated digit's often are, while a corruption aimed at a metric makes it fall (`--calibrate` prints that table;
+tests/test_evaluate.py checks it).
 
     python evaluate.py --out-dir out --n 100 --json out/eval.json   # sample 100 clips per split, score them
     python evaluate.py --out-dir out --videos clips/                 # score GIFs on disk (format: --help)
@@ -26,7 +27,6 @@ Every metric is calibrated: real clips score near the ceiling and a corruption a
 """
 
 import argparse
-import json
 import math
 import os
 import time
@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import common
 import data
 
 
@@ -46,8 +47,12 @@ import data
 class EvalConfig:
     threshold: float = 0.3  # a pixel is ink above this (on [0, 1]); the world's strokes stay connected at 0.3
     min_blob_mass: float = 0.02  # ink below this * digit_size^2 is a speck, not a digit (a digit holds ~0.11)
+    digit_extent: float = 0.8  # a blob wider or taller than this * digit_size holds several digits (glyphs: <= 0.75)
+    stroke_gap: float = 0.15  # pieces of ink closer than this * digit_size are one digit's (a stroke broke)
+    whole_digit: float = 0.42  # a piece shorter than this * digit_size is part of a digit (every glyph is taller)
     physics_tolerance: float = 0.1  # a path obeys the physics if it stays within this * digit_size pixels of one
     classifier_steps: int = 1000  # training steps of the digit classifier (128 glyphs each)
+    classifier_broken: float = 0.5  # the share of them drawn with their strokes cut (erase_bands)
     encoder_steps: int = 1000  # training steps of the FVD video encoder (16 clips each)
     batch_size: int = 16  # clips per call to the sampler
     seed: int = 0  # the evaluation networks' training, and which clips are drawn (and their sampling noise)
@@ -117,6 +122,23 @@ def cosine_lr(step, steps, base=2e-3):
     return base * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
+def erase_bands(images, generator):
+    """Images (N, s, s), each with one or two straight bands 1 to s/10 pixels wide erased across it, through
+    points within s/6 of its centre: strokes cut, as a generated digit's often are. The classifier learns from
+    some glyphs cut so, and the calibration's 'strokes broken' row is drawn with it (break_strokes)."""
+    N, s, _ = images.shape
+    pixel = torch.arange(s) + 0.5  # pixel centres
+    erased = torch.zeros(images.shape, dtype=torch.bool)  # (N, s, s)
+    for band in range(2):
+        angle = torch.rand(N, 1, 1, generator=generator) * math.pi
+        width = torch.randint(1, max(1, round(s / 10)) + 1, (N, 1, 1), generator=generator)
+        x, y = s / 2 + (2 * torch.rand(2, N, 1, 1, generator=generator) - 1) * s / 6  # a point on the band
+        distance = ((pixel.view(1, 1, s) - x) * angle.sin() - (pixel.view(1, s, 1) - y) * angle.cos()).abs()
+        drawn = torch.rand(N, 1, 1, generator=generator) < (1 if band == 0 else 0.5)  # a second band half the time
+        erased |= (distance < width / 2) & drawn  # (N, s, s)
+    return images.masked_fill(erased, 0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The digit classifier: a crop of one digit -> which digit it is
 
@@ -149,7 +171,7 @@ def digit_classifier(out_dir, world, config, device):
     """(classifier, accuracy on held-out glyphs), cached in out_dir/eval_classifier.pt."""
     key = {"digit_size": world.digit_size, "mnist": world.mnist, "glyphs_per_digit": world.glyphs_per_digit,
            "glyph_seed": world.glyph_seed, "threshold": config.threshold, "steps": config.classifier_steps,
-           "seed": config.seed}
+           "broken": config.classifier_broken, "seed": config.seed}
 
     def train(model):
         bank = data.glyph_bank(world, out_dir)
@@ -169,7 +191,11 @@ def digit_classifier(out_dir, world, config, device):
             offset = torch.randint(2 * shift + 1, (2, 128, 1, 1), generator=generator)  # a random shift per glyph
             rows = offset[0] + torch.arange(s).view(1, s, 1)  # (128, s, 1)
             cols = offset[1] + torch.arange(s).view(1, 1, s)  # (128, 1, s)
-            crops = padded[index, rows, cols][:, None]  # (128, 1, s, s)
+            crops = padded[index, rows, cols]  # (128, s, s)
+            # A person reads a digit whose strokes are cut; the tracker joins its pieces, the classifier must read it.
+            broken = torch.rand(128, generator=generator) < config.classifier_broken
+            crops[broken] = erase_bands(crops[broken], generator)
+            crops = crops[:, None]  # (128, 1, s, s)
             loss = F.cross_entropy(model(crops.to(device)), labels[index.flatten()].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,32 +213,35 @@ def digit_classifier(out_dir, world, config, device):
 # ----------------------------------------------------------------------------------------------------------
 # The tracker: blobs of ink in every frame, linked over time into digits
 #
-# The world paints digits with max on black, so a digit is a connected piece of ink (a blob), and digits that
-# overlap make one blob. Linking starts at the frame where the digits are most apart and runs forwards, then
-# backwards: each digit is predicted one constant-velocity step ahead (reflected at the walls), predictions and
-# blobs are paired nearest first, and a digit left without a blob of its own stays alive, hidden, while its
-# prediction lies on a blob it shares. Only the frames where a digit is a blob of its own ("seen") are classified
-# and used to judge its motion and physics.
+# The world paints digits with max on black, so a digit is a connected piece of ink, and digits that overlap
+# make one piece; a generated digit may come in pieces, which are grouped back into one blob (find_blobs).
+# Linking starts at the frame where the digits are most apart and runs forwards, then backwards: each digit is
+# predicted one constant-velocity step ahead (reflected at the walls), predictions and blobs are paired nearest
+# first, and a digit left without a blob of its own stays alive, hidden, while its prediction lies on a blob it
+# shares. Only the frames where a digit is a blob of its own ("seen") are classified and used to judge its
+# motion and physics.
 
 
 @dataclass
 class Blobs:
-    """The connected pieces of ink of N frames, K blobs in all."""
+    """The blobs of ink of N frames (find_blobs), K blobs in all."""
     frame: np.ndarray  # (K,) which frame each blob is in
     centre: np.ndarray  # (K, 2) (x, y) centre of mass in pixels (pixel i spans [i, i + 1), as Scene.centers)
     box: np.ndarray  # (K, 4) x0, y0, x1, y1: the edges of its bounding box
     ids: torch.Tensor  # (N, H, W) long: the blob each pixel belongs to, -1 for background and specks
 
 
-def find_blobs(frames, threshold, min_mass):
-    """frames (N, H, W) in [0, 1] -> the 8-connected pieces of ink holding at least min_mass of it."""
-    N, H, W = frames.shape
-    ink = (frames > threshold).float()[:, None]  # (N, 1, H, W)
-    # Label propagation: each ink pixel starts with its own number, 1 + its index, and keeps taking the largest
-    # number among its 8 neighbours that are ink, until nothing changes; then every piece carries one number. It
-    # loops over steps, never over pixels. Pointer jumping makes the steps few: a pixel labelled L also takes the
-    # label that pixel L - 1 (where L came from, so in the same piece) has by now, which doubles how far a number
-    # travels per step. Floats, because max_pool2d has no integer kernel on the CPU; numbers up to H*W are exact.
+def label_pieces(ink):
+    """ink (N, H, W) bool -> (N, H, W) long: the same number > 0 on every pixel of an 8-connected piece, 0 off ink.
+
+    Label propagation: each ink pixel starts with its own number, 1 + its index, and keeps taking the largest
+    number among its 8 neighbours that are ink, until nothing changes. It loops over steps, never over pixels.
+    Pointer jumping makes the steps few: a pixel labelled L also takes the label that pixel L - 1 (where L came
+    from, so in the same piece) has by now, which doubles how far a number travels per step. Floats, because
+    max_pool2d has no integer kernel on the CPU; numbers up to H*W are exact.
+    """
+    N, H, W = ink.shape
+    ink = ink.float()[:, None]  # (N, 1, H, W)
     labels = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, 1, H, W) * ink  # (N, 1, H, W)
     active = torch.arange(N)  # frames still changing
     while len(active):
@@ -224,26 +253,63 @@ def find_blobs(frames, threshold, min_mass):
         changed = (grown != old).flatten(1).any(1)  # (A,)
         labels[active] = grown
         active = active[changed]
-    # One number per (frame, piece), 0..K-1, then the sums that give each piece's mass, centre and box.
-    key = (torch.arange(N).view(N, 1, 1) * (H * W + 1) + labels[:, 0].long()).flatten()  # (N*H*W,)
-    on = key % (H * W + 1) > 0
-    keys, piece = torch.unique(key[on], return_inverse=True)  # piece: (P,) for the P ink pixels
-    weight = frames.flatten()[on].double()  # (P,)
-    pixel = torch.arange(N * H * W)[on]
-    x, y = (pixel % W).double(), (pixel // W % H).double()
-    K = len(keys)
-    mass = torch.zeros(K, dtype=torch.float64).index_add_(0, piece, weight)
-    centre = torch.stack([torch.zeros(K, dtype=torch.float64).index_add_(0, piece, weight * (c + 0.5)) / mass
+    return labels[:, 0].long()  # (N, 1, H, W) -> (N, H, W)
+
+
+def group_sums(group, K, weight, x, y):
+    """Over the pixels of K groups (group (P,) in 0..K-1 for P pixels at x, y with ink `weight`): the mass (K,),
+    the centre of mass (K, 2) and the bounding box (K, 4) x0, y0, x1, y1 of each group."""
+    mass = torch.zeros(K, dtype=torch.float64).index_add_(0, group, weight)
+    centre = torch.stack([torch.zeros(K, dtype=torch.float64).index_add_(0, group, weight * (c + 0.5)) / mass
                           for c in (x, y)], 1)  # (K, 2)
-    box = torch.stack([torch.full((K,), float(fill), dtype=torch.float64).scatter_reduce(0, piece, c, reduce)
-                       for c, fill, reduce in ((x, W, "amin"), (y, H, "amin"), (x + 1, 0, "amax"),
-                                               (y + 1, 0, "amax"))], 1)  # (K, 4)
+    box = torch.stack([torch.full((K,), fill, dtype=torch.float64).scatter_reduce(0, group, c, reduce)
+                       for c, fill, reduce in ((x, math.inf, "amin"), (y, math.inf, "amin"),
+                                               (x + 1, -math.inf, "amax"), (y + 1, -math.inf, "amax"))], 1)
+    return mass, centre, box  # (K,), (K, 2), (K, 4)
+
+
+def find_blobs(frames, config, digit_size):
+    """frames (N, H, W) in [0, 1] -> the blobs of ink, as near to one per digit as one frame's ink can tell.
+
+    The world draws a digit as one 8-connected piece of ink, but a generated digit may come in pieces: a faint gap
+    cuts a stroke. So the pieces that come within stroke_gap * digit_size of each other make one group. Digits
+    that nearly touch make one group too: a group too big for one digit (digit_extent) whose pieces are each as
+    tall as a whole digit (whole_digit) is split back into them, as the world's own digits stay apart. Any other
+    group is one blob; if it is too big for one digit, the tracker reads it as digits that overlap. Blobs with less
+    than min_blob_mass * digit_size^2 of ink are specks, dropped.
+    """
+    N, H, W = frames.shape
+    s = digit_size
+    ink = frames > config.threshold  # (N, H, W)
+    on = ink.flatten()  # (N*H*W,)
+    pixel = torch.arange(N * H * W)[on]  # (P,) the P ink pixels
+    frame = pixel // (H * W)
+    weight, x, y = frames.flatten()[on].double(), (pixel % W).double(), (pixel // W % H).double()
+    # Each ink pixel's piece and group, numbered 0, 1, ... over all frames: (P,) each, and the sums over them.
+    number = lambda labels: torch.unique(frame * (H * W + 1) + labels.flatten()[on], return_inverse=True)[1]
+    r = max(1, round(config.stroke_gap * s / 2))  # grown by r pixels, pieces up to 2r apart touch
+    grown = F.max_pool2d(ink.float()[:, None], 2 * r + 1, stride=1, padding=r)[:, 0] > 0  # (N, H, W)
+    piece, group = number(label_pieces(ink)), number(label_pieces(grown))
+    count = lambda index: int(index.max()) + 1 if len(index) else 0
+    piece_mass, _, piece_box = group_sums(piece, count(piece), weight, x, y)
+    group_box = group_sums(group, count(group), weight, x, y)[2]
+    min_mass = config.min_blob_mass * s * s
+    # A fragment is a piece too short to be a whole digit, yet more than a speck: part of a broken digit.
+    fragment = (piece_box[:, 3] - piece_box[:, 1] < config.whole_digit * s) & (piece_mass >= min_mass)  # (pieces,)
+    group_of_piece = torch.zeros(count(piece), dtype=torch.long).scatter_(0, piece, group)
+    has_fragment = torch.zeros(count(group), dtype=torch.bool).scatter_reduce(0, group_of_piece, fragment, "amax")
+    big = ((group_box[:, 2:] - group_box[:, :2]) > config.digit_extent * s).any(1)  # (groups,)
+    apart = big & ~has_fragment  # whole digits that nearly touch: each of its pieces is a blob
+    blob = torch.unique(torch.where(apart[group], count(group) + piece, group), return_inverse=True)[1]  # (P,)
+    K = count(blob)
+    mass, centre, box = group_sums(blob, K, weight, x, y)
     keep = mass >= min_mass
     new_index = torch.full((K,), -1, dtype=torch.long)
     new_index[keep] = torch.arange(int(keep.sum()))
     ids = torch.full((N * H * W,), -1, dtype=torch.long)
-    ids[on] = new_index[piece]
-    return Blobs(frame=(keys[keep] // (H * W + 1)).numpy(), centre=centre[keep].numpy(), box=box[keep].numpy(),
+    ids[on] = new_index[blob]
+    blob_frame = torch.zeros(K, dtype=torch.long).scatter_(0, blob, frame)  # (K,)
+    return Blobs(frame=blob_frame[keep].numpy(), centre=centre[keep].numpy(), box=box[keep].numpy(),
                  ids=ids.view(N, H, W))  # (N*H*W,) -> (N, H, W)
 
 
@@ -478,9 +544,8 @@ def score_videos(videos, prompts, world, classifier, config):
     asked = [data.parse(p) if isinstance(p, str) else list(p) for p in prompts]
     if len(asked) != B:
         raise ValueError(f"{B} videos but {len(asked)} prompts: give one prompt per video")
-    blobs = find_blobs(frames.flatten(0, 1), config.threshold, config.min_blob_mass * s * s)  # all B*F frames
-    # A digit's ink fits in ~3/4 of its box; a blob wider or taller than 0.8 of a box holds several digits.
-    big = ((blobs.box[:, 2:] - blobs.box[:, :2]) > 0.8 * s).any(1)
+    blobs = find_blobs(frames.flatten(0, 1), config, s)  # all B*F frames at once
+    big = ((blobs.box[:, 2:] - blobs.box[:, :2]) > config.digit_extent * s).any(1)
     by_frame = [[] for _ in range(B * num_frames)]
     for k, n in enumerate(blobs.frame):
         by_frame[n].append(k)
@@ -650,12 +715,34 @@ def real_clips(world, split, n, seed, cache_dir=""):
             [item["caption"] for item in items], dataset)
 
 
-def corrupt(kind, video, scene, dataset, rng):
-    """One real clip (F, H, W) uint8, made wrong in one way; the first digit is the one tampered with."""
+def break_strokes(glyph, rng, config, tries=64, keep=0.85):
+    """A glyph (s, s) uint8 with its strokes cut (erase_bands) so that its ink falls into 2 or 3 pieces of more
+    than a speck each (config's threshold and min_blob_mass) and at least `keep` of its ink is left: a band that
+    runs along a stroke instead of across it would erase the stroke, not break it. Of `tries` random cuts, all
+    labelled at once, the first that does so is kept (a cut can miss a thin digit, or leave it joined through a
+    diagonal step); if none does, the glyph stays whole."""
+    s = glyph.shape[0]
+    generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    cuts = erase_bands(torch.from_numpy(glyph).expand(tries, s, s), generator).float() / 255  # (tries, s, s)
+    labels = label_pieces(cuts > config.threshold).flatten(1)  # (tries, s*s)
+    ink = cut_out(cuts, config.threshold).flatten(1)  # (tries, s*s)
+    mass = torch.zeros(tries, s * s + 1, dtype=torch.float64).scatter_add_(1, labels, ink.double())[:, 1:]
+    pieces = (mass >= config.min_blob_mass * s * s).sum(1)  # (tries,) label 0, the background, left out
+    kept = mass.sum(1) >= keep * cut_out(torch.from_numpy(glyph).float() / 255, config.threshold).sum()
+    good = torch.nonzero((pieces >= 2) & (pieces <= 3) & kept).flatten()
+    return (cuts[good[0]] * 255).round().byte().numpy() if len(good) else glyph
+
+
+def corrupt(kind, video, scene, dataset, rng, config):
+    """One real clip (F, H, W) uint8, made wrong in one way; the first digit is the one tampered with, except by
+    'strokes broken', a nuisance (not a failure): every digit is drawn in pieces (break_strokes)."""
     video = video.numpy()
     num_frames, H, W = video.shape
     half = num_frames // 2
     paint = lambda scene, size=(H, W): data.render(scene, dataset.glyph_images, num_frames, *size)
+    if kind == "strokes broken":
+        broken = np.stack([break_strokes(dataset.glyph_images[g], rng, config) for g in scene.glyphs])  # (N, s, s)
+        return data.render(replace(scene, glyphs=np.arange(len(broken))), broken, num_frames, H, W)
     if kind == "noise":  # Gaussian noise on every pixel, its std half the range
         return np.clip(video + rng.normal(0, 0.5 * 255, video.shape), 0, 255).astype(np.uint8)
     if kind == "frames shuffled":
@@ -680,10 +767,12 @@ def corrupt(kind, video, scene, dataset, rng):
 
 
 CORRUPTIONS = ("noise", "frames shuffled", "time reversed", "digit vanishes", "digit morphs", "through a wall")
+NUISANCES = ("strokes broken",)  # what generated clips often show and a person reads past: scores stay up
 
 
 def calibration_table(world, classifier, encoder, config, n=100, seed=0, cache_dir=""):
-    """{row: summary} for real `val` clips and each corruption of them, with the FVD against other real clips.
+    """{row: summary} for real `val` clips, each corruption of them and each nuisance, with the FVD against other
+    real clips.
 
     Rows use the first n val clips, except 'through a wall', which uses the first n whose first digit bounces
     (without a bounce the corruption changes nothing)."""
@@ -698,9 +787,10 @@ def calibration_table(world, classifier, encoder, config, n=100, seed=0, cache_d
             bouncing.append((item["video"], item["scene"]))
     rng = np.random.default_rng(seed)
     rows = {}
-    for kind in ("real",) + CORRUPTIONS:
+    for kind in ("real",) + CORRUPTIONS + NUISANCES:  # nuisances last: the corruptions draw what they always drew
         pairs = bouncing if kind == "through a wall" else list(zip(videos, scenes))
-        clips = torch.stack([video if kind == "real" else torch.from_numpy(corrupt(kind, video, scene, dataset, rng))
+        clips = torch.stack([video if kind == "real" else
+                             torch.from_numpy(corrupt(kind, video, scene, dataset, rng, config))
                              for video, scene in pairs])
         rows[kind] = summarize(score_videos(clips, [scene.motions for _, scene in pairs], world, classifier, config))
         rows[kind]["fvd"] = frechet_distance(video_features(encoder, clips), reference)
@@ -730,13 +820,6 @@ def evaluation_networks(out_dir, world, config, device):
     return classifier, accuracy, video_encoder(out_dir, world, config, device)
 
 
-def write_json(path, report):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a report
-
-
 def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None):
     """Sample n clips per split from the checkpoints in out_dir, score them, print a table; return the report
     (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of `holdout`,
@@ -746,8 +829,7 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 
     config = config or EvalConfig()
     device = torch.device(device)
-    vae = sample.load_vae(out_dir, device)
-    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
     world = data.WorldConfig(**checkpoint["config"]["world"])
     diffusion = DiffusionConfig(**checkpoint["config"]["diffusion"])
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
@@ -768,7 +850,7 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
         report["splits"][split] = {**summary, "videos": [{"prompt": p, **r} for p, r in zip(prompts, results)]}
     print(markdown_table(report["splits"], "split", COLUMNS + ("fvd_real",)))
     if json_path:
-        write_json(json_path, report)
+        common.write_json(json_path, report)
         print(f"wrote {json_path}")
     return report
 
@@ -843,15 +925,14 @@ def evaluate_caption_gaps(out_dir, n, device, seed=0, json_path=None):
     """caption_gaps of the checkpoints in out_dir (EMA weights), printed as a table (and written to json_path)."""
     import sample
 
-    vae = sample.load_vae(out_dir, device)
-    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
     world = data.WorldConfig(**checkpoint["config"]["world"])
     report = {"out_dir": out_dir, "n": n, "seed": seed, "step": checkpoint["step"],
               **caption_gaps(vae, text_encoder, dit, world, n, seed, cache_dir=out_dir)}
     print(f"loss rise when the caption is edited: {n} val clips, {out_dir} at step {checkpoint['step']}\n")
     print(caption_gap_table(report))
     if json_path:
-        write_json(json_path, report)
+        common.write_json(json_path, report)
         print(f"wrote {json_path}")
     return report
 
@@ -866,7 +947,7 @@ def position_errors(videos, centres, config, digit_size):
     as_frames takes, F frames; centres: per clip, (F, N, 2) (x, y) where data.py's physics puts its N digits."""
     frames = as_frames(videos).cpu()  # (B, F, H, W)
     B, num_frames = frames.shape[:2]
-    blobs = find_blobs(frames.flatten(0, 1), config.threshold, config.min_blob_mass * digit_size ** 2)
+    blobs = find_blobs(frames.flatten(0, 1), config, digit_size)
     errors = np.full((B, num_frames), float(digit_size))  # (B, F)
     for k in np.unique(blobs.frame):  # k = b * F + f
         b, f = divmod(int(k), num_frames)
@@ -877,8 +958,7 @@ def position_errors(videos, centres, config, digit_size):
 
 def psnr(videos, reference):
     """PSNR in dB of videos against reference, both (B, 1, F, H, W) in [-1, 1], measured on the [0, 1] scale."""
-    mse = ((videos.float() - reference.float()) / 2).square().mean().item()
-    return 10 * math.log10(1 / max(mse, 1e-12))
+    return common.psnr((videos.float() - reference.float()).square().mean().item())
 
 
 def span_caption(scene, start, stop, rng):
@@ -924,8 +1004,7 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
 
     config = config or EvalConfig()
     device = torch.device(device)
-    vae = sample.load_vae(out_dir, device)
-    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, device)
+    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
     models = (vae, text_encoder, dit)
     world = data.WorldConfig(**checkpoint["config"]["world"])
     diffusion = checkpoint["config"]["diffusion"]
@@ -1038,7 +1117,7 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
                      **summarize(score_videos(videos, prompts, world, classifier, config))}
     print(prompting_tables(report))
     if json_path:
-        write_json(json_path, report)
+        common.write_json(json_path, report)
         print(f"wrote {json_path}")
     return report
 
@@ -1084,7 +1163,7 @@ def evaluate_videos(folder, world, classifier, encoder, config, cache_dir=""):
         path = os.path.join(folder, name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is listed in {folder}/prompts.txt but does not exist")
-        videos.append(data.load_video(path))
+        videos.append(common.load_video(path))
         if videos[-1].shape != videos[0].shape:
             raise ValueError(f"{path} is {videos[-1].shape} (F, H, W) but {next(iter(prompts))} is "
                              f"{videos[0].shape}; score videos of one size at a time")
@@ -1114,9 +1193,7 @@ def world_of(out_dir, fallback):
     """The world the checkpoints in out_dir were trained on, else `fallback` (the --world-* flags)."""
     for name in ("dit.pt", "vae.pt"):
         if os.path.isfile(os.path.join(out_dir, name)):
-            import sample
-
-            return data.WorldConfig(**sample.load_checkpoint(os.path.join(out_dir, name))["config"]["world"])
+            return data.WorldConfig(**common.load_checkpoint(os.path.join(out_dir, name))["config"]["world"])
     return fallback
 
 
@@ -1126,8 +1203,8 @@ checkpoints in --out-dir if there are any, else the one the --world-* flags desc
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, epilog=VIDEOS_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=VIDEOS_HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default="out", help="vae.pt and dit.pt from train.py; the evaluation "
                                                           "networks are cached here too")
     parser.add_argument("--n", type=int, default=100, help="clips per split (sampling), or per row (--calibrate)")
@@ -1141,14 +1218,16 @@ def main(argv=None):
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.7, 0.9],
                         help="--prompting: the SDEdit strengths to measure")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
-    data.add_config_flags(parser, EvalConfig)
-    data.add_config_flags(parser, data.WorldConfig, "world-")
+    common.add_config_flags(parser, EvalConfig)
+    common.add_config_flags(parser, data.WorldConfig, "world-")
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error(f"--n must be at least 2 (a Frechet distance needs a covariance): got {args.n}")
-    from sample import pick_device
-
-    config, device = data.config_from_args(EvalConfig, args), pick_device(args.device)
+    if args.videos and not os.path.isdir(args.videos):  # before the evaluation networks train (minutes)
+        parser.error(f"--videos {args.videos}: no such folder")
+    if any(not 0 < strength <= 1 for strength in args.strengths):
+        parser.error(f"--strengths must lie in (0, 1]: got {args.strengths}")
+    config, device = common.config_from_args(EvalConfig, args), common.pick_device(args.device)
     if args.caption_gaps:
         evaluate_caption_gaps(args.out_dir, args.n, device, config.seed, args.json or None)
         return
@@ -1158,7 +1237,7 @@ def main(argv=None):
     if not (args.videos or args.calibrate):
         evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config)
         return
-    world = world_of(args.out_dir, data.config_from_args(data.WorldConfig, args, "world-"))
+    world = world_of(args.out_dir, common.config_from_args(data.WorldConfig, args, "world-"))
     classifier, accuracy, encoder = evaluation_networks(args.out_dir, world, config, device)
     report = {"world": asdict(world), "eval": asdict(config), "classifier_accuracy": accuracy}
     if args.calibrate:
@@ -1169,14 +1248,12 @@ def main(argv=None):
               f"({time.perf_counter() - started:.0f} s)\n")
         print(markdown_table(report["calibration"], "clips"))
     else:
-        if not os.path.isdir(args.videos):
-            parser.error(f"--videos {args.videos}: no such folder")
         report["splits"] = evaluate_videos(args.videos, world, classifier, encoder, config, args.out_dir)
         print(markdown_table(report["splits"], "split"))
     if args.json:
-        write_json(args.json, report)
+        common.write_json(args.json, report)
         print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
-    main()
+    common.run_cli(main, "evaluate.py")

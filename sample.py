@@ -27,15 +27,11 @@ import sys
 import numpy as np
 import torch
 
+import common
 import data
-from common import autocast, load_models, load_vae, pick_device, run_cli
+from common import autocast, load_models, pick_device, run_cli
 from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
-
-
-def load_text_to_video(out_dir, device, ema=True):  # TEMP shim until evaluate.py moves to load_models
-    models = load_models(out_dir, device, ema)
-    return models.text_encoder, models.dit, models.checkpoint
 
 
 def check_size(vae, dit, frames, height, width):
@@ -262,7 +258,7 @@ def warn_unknown_words(prompt):
 
 def read_input(path, what, device):
     """A video or image file -> (1, 1, n, H, W) in [-1, 1] on device, with errors that say what is accepted."""
-    video = data.load_video(path)  # (n, H, W) uint8
+    video = common.load_video(path)  # (n, H, W) uint8
     if what == "image" and len(video) != 1:
         raise ValueError(f"--image {path} has {len(video)} frames; give a still image (.png), or continue a video "
                          "with --extend")
@@ -276,7 +272,7 @@ def pad_time(video, before, after):
 
 
 def parse_args(argv=None):
-    parser = data.ArgumentParser(prog="sample.py", description="Sample videos from the checkpoints in --out-dir: from "
+    parser = common.ArgumentParser(prog="sample.py", description="Sample videos from the checkpoints in --out-dir: from "
                                  "text, or prompted with an image or videos (at most one of --image, --extend, "
                                  "--edit, --connect, --loop).")
     parser.add_argument("--out-dir", default="out", help="folder with vae.pt and dit.pt from train.py")
@@ -436,7 +432,7 @@ def main(argv=None):
         raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
     image = mode == "text" and frames == 1
     out = args.out or os.path.join(args.out_dir, "sample.png" if image else "sample.gif")
-    data.check_video_path(out, 1 if image else frames)
+    common.check_video_path(out, 1 if image else frames)
 
     # ---- prompts
     rng = np.random.default_rng(args.seed)
@@ -457,11 +453,11 @@ def main(argv=None):
     if args.side_by_side:  # each row: the input(s), then the output
         columns = len(shown) + 1
         videos_shown = torch.stack([*shown, videos], 1).flatten(0, 1)  # (B * columns, 1, F, H, W)
-        grid = data.video_grid(videos_shown, columns=columns)
+        grid = common.video_grid(videos_shown, columns=columns)
     else:
         single = B == 1  # one video is written at exactly its size, without the grid's border
-        grid = data.video_grid(videos, columns=args.n, pad=0 if single else 2)
-    data.save_video(out, grid, fps=args.fps)
+        grid = common.video_grid(videos, columns=args.n, pad=0 if single else 2)
+    common.save_video(out, grid, fps=args.fps)
     for i, prompt in enumerate(args.prompt):
         print(f"{i}: {prompt}" + (f"  (row {i}, {args.n} samples)" if args.n > 1 else ""))
     print(f"wrote {out} ({B} x {videos.shape[2]} frames of {height}x{width}"

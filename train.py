@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import common
 import data
 import diffusion
 import evaluate
@@ -299,7 +300,7 @@ def write_reconstructions(vae, world, device, path, clips=8):
     video = data.collate([dataset[i] for i in range(clips)])["video"].to(device)
     reconstruction = vae.decode(vae.encode(video).mode()).float().clamp(-1, 1)
     pairs = torch.stack([video, reconstruction], dim=1).flatten(0, 1)  # (2*clips, 1, F, H, W): input, recon, ...
-    data.save_video(path, data.video_grid(pairs, columns=4))
+    common.save_video(path, common.video_grid(pairs, columns=4))
 
 
 def write_missing_vae_outputs(out_dir, world, device):
@@ -415,7 +416,7 @@ def write_samples(vae, text_encoder, dit, world, diffusion_config, path, seed=0)
     videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width,
                       diffusion_config.sample_steps, diffusion_config.guidance_scale, diffusion_config.shift, seed)
     write_text(os.path.splitext(path)[0] + ".txt", "".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
-    data.save_video(path, data.video_grid(videos, columns=4))
+    common.save_video(path, common.video_grid(videos, columns=4))
 
 
 def write_missing_samples(out_dir, world, diffusion_config, device):
@@ -662,10 +663,10 @@ def parse_args(argv=None):
     """All configs from flags, with the preset's values as defaults (the preset for this machine if none).
     A bad value or combination exits with one line naming the flag (argparse's exit code 2)."""
     default_preset = "cpu" if pick_device().type == "cpu" else "laptop"
-    pre = data.ArgumentParser(prog="train.py", add_help=False)
+    pre = common.ArgumentParser(prog="train.py", add_help=False)
     pre.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
     preset = pre.parse_known_args(argv)[0].preset
-    parser = data.ArgumentParser(prog="train.py", description=__doc__,
+    parser = common.ArgumentParser(prog="train.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
                         help=f"named sizes (default on this machine: {default_preset})")
@@ -673,13 +674,13 @@ def parse_args(argv=None):
               "diffusion": (diffusion.DiffusionConfig, ""), "vae": (VAEConfig, "vae-"),
               "dit": (DiTConfig, "dit-"), "text": (TextEncoderConfig, "text-")}
     for name, (config_class, prefix) in groups.items():
-        data.add_config_flags(parser, config_class, prefix, DERIVED.get(name, ()))
+        common.add_config_flags(parser, config_class, prefix, DERIVED.get(name, ()))
     parser.set_defaults(**PRESETS[preset])
     args = parser.parse_args(argv)
     configs = {}
     for name, (config_class, prefix) in groups.items():
         try:
-            configs[name] = data.config_from_args(config_class, args, prefix, DERIVED.get(name, ()))
+            configs[name] = common.config_from_args(config_class, args, prefix, DERIVED.get(name, ()))
         except ValueError as e:  # the config's own check names its field: say which flags those are
             parser.error(f"{e}" + (f" (a --{prefix}* flag)" if prefix else ""))
     try:

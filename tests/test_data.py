@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import common
 import data
 
 SMALL = dict(glyphs_per_digit=20)  # a small glyph bank keeps these tests fast
@@ -256,14 +257,14 @@ def test_video_grid_and_writers(tmp_path):
     import imageio.v3 as iio
 
     batch = data.collate([data.MovingDigits(data.WorldConfig(frames=5, **SMALL))[i] for i in range(3)])
-    grid = data.video_grid(batch["video"], columns=2)
+    grid = common.video_grid(batch["video"], columns=2)
     assert grid.shape == (5, 2 * 66 + 2, 2 * 66 + 2) and grid.dtype == np.uint8
-    data.save_video(str(tmp_path / "v.gif"), grid)
+    common.save_video(str(tmp_path / "v.gif"), grid)
     assert iio.imread(tmp_path / "v.gif").shape[:3] == grid.shape
-    data.save_video(str(tmp_path / "i.png"), grid[:1])
+    common.save_video(str(tmp_path / "i.png"), grid[:1])
     assert iio.imread(tmp_path / "i.png").shape[:2] == grid.shape[1:]
     with pytest.raises(ValueError, match="use a .gif, .mp4"):
-        data.save_video(str(tmp_path / "v.avi"), grid)
+        common.save_video(str(tmp_path / "v.avi"), grid)
 
 
 # ---- the longest caption
@@ -387,7 +388,7 @@ def test_load_video_reads_every_mode_as_seen_over_black(tmp_path, name, make_ima
     # PNG cannot hold CMYK, but Pillow opens a file by its content: another format under a .png name is read too
     image.save(path, format="TIFF" if image.mode == "CMYK" else "PNG")
     assert Image.open(path).mode == image.mode  # the file really has the mode under test
-    frames = data.load_video(str(path))
+    frames = common.load_video(str(path))
     assert frames.dtype == np.uint8 and frames.shape == (1, *INK.shape)
     assert np.array_equal(frames[0], _ink(ink_grey)), np.unique(frames)
 
@@ -402,7 +403,7 @@ def test_load_video_reads_a_transparent_gif_frame_by_frame(tmp_path):
     path = tmp_path / "moving.gif"
     # disposal 2: each frame is drawn on a cleared (transparent) canvas, so no frame keeps the last one's digit
     pages[0].save(path, save_all=True, append_images=pages[1:], transparency=0, disposal=2, duration=100, loop=0)
-    frames = data.load_video(str(path))
+    frames = common.load_video(str(path))
     assert frames.shape == (3, *INK.shape)
     for frame, ink in zip(frames, moved):
         assert np.array_equal(frame, np.where(ink, 230, 0))
@@ -425,7 +426,7 @@ def test_load_video_refuses_pixels_without_a_known_grey(tmp_path, write, message
     path = tmp_path / "digit.png"
     write(path)
     with pytest.raises(ValueError, match=message) as caught:
-        data.load_video(str(path))
+        common.load_video(str(path))
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -433,13 +434,13 @@ def test_load_video_keeps_dark_ink_on_light_paper_and_warns(tmp_path):
     paper = Image.fromarray(255 - _ink(255))  # a black 7 on white paper
     paper.save(tmp_path / "paper.png")
     with pytest.warns(UserWarning, match="mostly light.*invert it first"):
-        frames = data.load_video(str(tmp_path / "paper.png"))
+        frames = common.load_video(str(tmp_path / "paper.png"))
     assert np.array_equal(frames[0], 255 - _ink(255))  # not inverted behind the user's back
     black_in_alpha = np.zeros((*INK.shape, 4), np.uint8)
     black_in_alpha[..., 3] = _ink(255)
     Image.fromarray(black_in_alpha, "RGBA").save(tmp_path / "dark.png")  # black ink, shape in alpha
     with pytest.warns(UserWarning, match="one flat grey.*draw the digit in light ink"):
-        data.load_video(str(tmp_path / "dark.png"))
+        common.load_video(str(tmp_path / "dark.png"))
 
 
 # ---- the command line: one line for bad input
@@ -494,9 +495,9 @@ def test_save_video_failure_names_the_users_file_and_leaves_no_temp(tmp_path, mo
     monkeypatch.setattr(iio, "imwrite", disk_full)
     path = tmp_path / "x.gif"
     with pytest.raises(OSError, match=r"^cannot write .*x\.gif: No space left on device$") as caught:
-        data.save_video(str(path), np.zeros((3, 8, 8), np.uint8))
+        common.save_video(str(path), np.zeros((3, 8, 8), np.uint8))
     assert ".tmp" not in str(caught.value)
     assert os.listdir(tmp_path) == []  # neither the file nor its temp
     (tmp_path / "a_file").write_text("")
     with pytest.raises(ValueError, match="a_file is a file, not a folder"):
-        data.save_video(str(tmp_path / "a_file" / "x.gif"), np.zeros((3, 8, 8), np.uint8))
+        common.save_video(str(tmp_path / "a_file" / "x.gif"), np.zeros((3, 8, 8), np.uint8))

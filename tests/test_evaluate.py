@@ -1,7 +1,8 @@
 """Tests of evaluate.py: the Frechet distance against its closed form, the path fit against data.simulate, the
-tracker on digits that cross, the calibration (real clips near the ceiling, each corruption breaking its metric),
-the cached classifier, scoring GIFs from disk, the JSON report of a tiny trained model, the caption
-gaps (paired: zero for a model that cannot read the caption), and the errors."""
+tracker on digits that cross, on a digit drawn in pieces and on two digits that nearly touch, the calibration (real
+clips and clips with broken strokes near the ceiling, each corruption breaking its metric), the cached classifier,
+scoring GIFs from disk, the JSON report of a tiny trained model, the caption gaps (paired: zero for a model that
+cannot read the caption), and the errors."""
 
 import json
 import shutil
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import common
 import data
 import evaluate
 import sample
@@ -89,7 +91,7 @@ def crossing_clip(starts, velocities, digits=(3, 7), frames=13, size=(48, 64)):
 def test_tracker_counts_and_follows_two_digits_that_overlap(networks, starts, velocities):
     world, scene, video = crossing_clip(starts, velocities)
     frames = evaluate.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
-    blobs = evaluate.find_blobs(frames, CONFIG.threshold, CONFIG.min_blob_mass * 16 * 16)
+    blobs = evaluate.find_blobs(frames, CONFIG, 16)
     by_frame = [list(np.flatnonzero(blobs.frame == f)) for f in range(len(video))]
     assert min(len(ids) for ids in by_frame) == 1  # the two digits do make one blob for a while
     big = np.zeros(len(blobs.frame), bool)
@@ -103,6 +105,49 @@ def test_tracker_counts_and_follows_two_digits_that_overlap(networks, starts, ve
     result = evaluate.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
     assert result["identity"] == 1 and result["count"] == 1 and result["persistence"] == 1
     assert result["direction"] == 1 and result["speed"] == 1 and result["physics"] == 1
+
+
+def pieces_per_frame(video):
+    """How many 8-connected pieces of more than a speck each frame of a uint8 (F, H, W) video shows: (F,)."""
+    frames = evaluate.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
+    labels = evaluate.label_pieces(frames > CONFIG.threshold).flatten(1)  # (F, H*W)
+    mass = torch.zeros(len(frames), labels.shape[1] + 1).scatter_add_(1, labels, frames.flatten(1))[:, 1:]
+    return (mass >= CONFIG.min_blob_mass * 16 * 16).sum(1).numpy()
+
+
+def test_a_digit_drawn_in_pieces_is_one_track_read_as_that_digit(networks):
+    # Each digit's test glyph with its strokes cut, as a generated digit's often are, moving right and bouncing
+    # (a 16-pixel 1 cut in two leaves specks, so it is left out).
+    digits = [0, 2, 3, 4, 5, 6, 7, 8, 9]
+    images, _, by_digit = data.glyph_bank(WORLD, networks[0])["test"]
+    rng = np.random.default_rng(5)
+    glyphs = np.stack([evaluate.break_strokes(images[by_digit[d][0]], rng, CONFIG) for d in digits])  # (9, s, s)
+    positions, velocity = data.simulate(np.array([[2, 8]]), np.array([[2, 0]]), 9, np.array([16, 16]))
+    motions = [[data.DigitMotion(d, "right", "fast")] for d in digits]
+    videos = np.stack([data.render(data.Scene(m, np.array([i]), positions, velocity, [[]], 16), glyphs, 9, 32, 32)
+                       for i, m in enumerate(motions)])  # (9, F, H, W)
+    # Every frame shows 2 pieces of ink or more: a tracker that takes each piece for a digit sees 2 digits or more.
+    assert all((pieces_per_frame(video) >= 2).all() for video in videos)
+    results = evaluate.score_videos(torch.from_numpy(videos), motions, WORLD, networks[1], CONFIG)
+    assert all(len(r["found"]) == 1 and r["count"] == 1 and r["persistence"] == 1 and r["physics"] == 1
+               for r in results)  # one track per clip, seen whole in every frame
+    # and read as the digit drawn, all of them now; one is let off, as the tests' 300-step classifier misreads some
+    # cut 16-pixel glyphs (at seed 5 none)
+    assert sum(r["found"] == [d] for r, d in zip(results, digits)) >= len(digits) - 1
+
+
+def test_two_whole_digits_that_nearly_touch_stay_two_blobs(networks):
+    # A 4 and a 7 side by side, moving right together; the gap between their ink is narrower than stroke_gap.
+    for gap in range(4, 16):  # the 7's offset: the smallest that keeps the two apart
+        world, scene, video = crossing_clip([[2, 16], [2 + gap, 16]], [[2, 0], [2, 0]], digits=(4, 7))
+        if (pieces_per_frame(video) == 2).all():
+            break
+    grown = torch.nn.functional.max_pool2d(torch.from_numpy(video[:, None] > 76).float(), 3, 1, 1)[:, 0] > 0
+    assert (pieces_per_frame((grown * 255).byte().numpy()) == 1).all()  # 1 pixel of growth would join them
+    blobs = evaluate.find_blobs(evaluate.as_frames(torch.from_numpy(video))[0], CONFIG, 16)
+    assert (np.bincount(blobs.frame) == 2).all()
+    result = evaluate.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
+    assert sorted(result["found"]) == [4, 7] and result["identity"] == 1 and result["count"] == 1
 
 
 def test_classifier_is_accurate_on_held_out_glyphs_and_cached(networks, monkeypatch, tmp_path, capsys):
@@ -135,6 +180,9 @@ def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric
     assert rows["digit vanishes"]["count"] < 0.7 and rows["digit vanishes"]["identity"] >= 0.9
     assert rows["digit morphs"]["persistence"] < 0.8 and rows["digit morphs"]["count"] >= 0.9
     assert rows["through a wall"]["physics"] < 0.5
+    broken = rows["strokes broken"]  # a nuisance, not a failure: a person reads these digits as the real ones
+    for name in ("identity", "count", "persistence", "physics"):
+        assert broken[name] >= real[name] - 0.1, (name, broken[name], real[name])
     assert "| frames shuffled | 24 |" in evaluate.markdown_table(rows, "clips")
 
 
@@ -143,7 +191,7 @@ def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
     videos, _, captions, _ = evaluate.real_clips(WORLD, "holdout", 3, seed=5)
     folder = tmp_path / "clips"
     for i, video in enumerate(videos):
-        data.save_video(str(folder / f"clip{i}.gif"), video.numpy())
+        common.save_video(str(folder / f"clip{i}.gif"), video.numpy())
     (folder / "prompts.txt").write_text("".join(f"clip{i}.gif: {c}\n" for i, c in enumerate(captions)))
     report_path = tmp_path / "report.json"
     evaluate.main(["--out-dir", out_dir, "--videos", str(folder), "--json", str(report_path)] + WORLD_FLAGS)
@@ -189,8 +237,7 @@ def test_caption_gaps_are_paired_and_vanish_for_a_model_blind_to_the_caption(tmp
     assert "| direction reversed | " in capsys.readouterr().out
     assert json.loads(open(f"{out_dir}/gaps.json").read())["step"] == 1
 
-    vae = sample.load_vae(out_dir, torch.device("cpu"))
-    text_encoder, dit, checkpoint = sample.load_text_to_video(out_dir, torch.device("cpu"))
+    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, torch.device("cpu"))
     world = data.WorldConfig(**checkpoint["config"]["world"])
     torch.manual_seed(0)
     with torch.no_grad():  # a DiT that reads all its inputs (after 1 step it is close to its zero output)

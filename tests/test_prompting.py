@@ -166,16 +166,16 @@ def test_sdedit_strength_sets_how_much_of_the_video_is_kept(models):
 def write_inputs(folder):
     _, video = clip(13)
     paths = {"png": folder / "still.png", "gif": folder / "clip.gif", "b": folder / "b.gif"}
-    data.save_video(str(paths["png"]), video[:1])
-    data.save_video(str(paths["gif"]), video)
-    data.save_video(str(paths["b"]), clip(9, index=1)[1])
+    common.save_video(str(paths["png"]), video[:1])
+    common.save_video(str(paths["gif"]), video)
+    common.save_video(str(paths["b"]), clip(9, index=1)[1])
     return {k: str(v) for k, v in paths.items()}
 
 
 def test_every_mode_from_the_command_line_writes_its_output(trained, tmp_path, capsys):
     paths = write_inputs(tmp_path)
     out = str(tmp_path / "o.gif")
-    common = ["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 moves left slowly"]
+    base_flags = ["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 moves left slowly"]
     cases = [(["--image", paths["png"]], (9, 32)), (["--extend", paths["gif"]], (13 - 5 + 9, 32)),
              (["--extend", paths["gif"], "--direction", "backward"], (9 + 13 - 4, 32)),
              (["--edit", paths["gif"], "--strength", "0.5"], (13, 32)),
@@ -183,7 +183,7 @@ def test_every_mode_from_the_command_line_writes_its_output(trained, tmp_path, c
              (["--loop"], (9 - 1 + 9 - 4, 32)),
              (["--extend", paths["gif"], "--side-by-side"], (17, 2 * 34 + 2))]
     for flags, (frames, width) in cases:
-        sample.main(common + ["--frames", "9"] * ("--edit" not in flags) + flags)
+        sample.main(base_flags + ["--frames", "9"] * ("--edit" not in flags) + flags)
         assert iio.imread(out).shape[:3][::2] == (frames, width), flags
     sample.main(["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 and a 7", "--expand"])
     printed = capsys.readouterr().out.splitlines()[-2]  # "0: <the expanded caption>"
@@ -193,38 +193,38 @@ def test_every_mode_from_the_command_line_writes_its_output(trained, tmp_path, c
 
 def test_mode_inputs_that_do_not_fit_say_what_is_accepted(trained, tmp_path):
     paths = write_inputs(tmp_path)
-    common = ["--out-dir", trained, "--steps", "2", "--out", str(tmp_path / "o.gif"), "--prompt", "a 3"]
+    base_flags = ["--out-dir", trained, "--steps", "2", "--out", str(tmp_path / "o.gif"), "--prompt", "a 3"]
     with pytest.raises(ValueError, match="has 13 frames; give a still image"):
-        sample.main(common + ["--image", paths["gif"]])
+        sample.main(base_flags + ["--image", paths["gif"]])
     with pytest.raises(ValueError, match="give a .gif or .mp4 video, or a .png image"):
-        sample.main(common + ["--extend", str(tmp_path / "clip.txt")])
+        sample.main(base_flags + ["--extend", str(tmp_path / "clip.txt")])
     with pytest.raises(FileNotFoundError, match="no file at"):
-        sample.main(common + ["--edit", str(tmp_path / "missing.gif")])
+        sample.main(base_flags + ["--edit", str(tmp_path / "missing.gif")])
     (tmp_path / "bad.gif").write_bytes(b"not a gif")
     with pytest.raises(ValueError, match="cannot read .*bad.gif"):
-        sample.main(common + ["--edit", str(tmp_path / "bad.gif")])
+        sample.main(base_flags + ["--edit", str(tmp_path / "bad.gif")])
     with pytest.raises(ValueError, match="--context 4: given frames at the start .* 1 \\+ 4m"):
-        sample.main(common + ["--extend", paths["gif"], "--context", "4", "--frames", "9"])
+        sample.main(base_flags + ["--extend", paths["gif"], "--context", "4", "--frames", "9"])
     with pytest.raises(ValueError, match="the input has 13 frames but 17 are to be given"):
-        sample.main(common + ["--extend", paths["gif"], "--context", "17", "--frames", "21"])
+        sample.main(base_flags + ["--extend", paths["gif"], "--context", "17", "--frames", "21"])
     with pytest.raises(ValueError, match="frames must be 1 \\+ 4k .* got 12"):
-        data.save_video(str(tmp_path / "twelve.gif"), clip(12)[1])
-        sample.main(common + ["--edit", str(tmp_path / "twelve.gif")])
-    data.save_video(str(tmp_path / "wide.gif"), np.zeros((9, 32, 48), np.uint8))
+        common.save_video(str(tmp_path / "twelve.gif"), clip(12)[1])
+        sample.main(base_flags + ["--edit", str(tmp_path / "twelve.gif")])
+    common.save_video(str(tmp_path / "wide.gif"), np.zeros((9, 32, 48), np.uint8))
     with pytest.raises(ValueError, match="wide.gif is 48x32 .* prompting keeps the input's size"):
-        sample.main(common + ["--connect", paths["b"], str(tmp_path / "wide.gif")])
+        sample.main(base_flags + ["--connect", paths["b"], str(tmp_path / "wide.gif")])
     with pytest.raises(ValueError, match="12 given frames from frame -3 do not fit a 9-frame window"):
-        sample.main(common + ["--extend", paths["gif"], "--direction", "backward", "--frames", "9", "--context", "12"])
+        sample.main(base_flags + ["--extend", paths["gif"], "--direction", "backward", "--frames", "9", "--context", "12"])
     with pytest.raises(ValueError, match="connecting needs a window of 3 latent frames"):
-        sample.main(common + ["--loop", "--frames", "5"])
+        sample.main(base_flags + ["--loop", "--frames", "5"])
     for flags in (["--strength", "0.5"], ["--direction", "backward"], ["--image", paths["png"], "--context", "5"],
                   ["--extend", paths["gif"], "--context", "5", "4"]):
         with pytest.raises(SystemExit):  # a flag of another mode is refused, not dropped
-            sample.main(common + flags)
+            sample.main(base_flags + flags)
     with pytest.raises(SystemExit):  # argparse: two modes at once
-        sample.main(common + ["--loop", "--image", paths["png"]])
+        sample.main(base_flags + ["--loop", "--image", paths["png"]])
     with pytest.raises(SystemExit):  # nothing to put beside the output
-        sample.main(common + ["--loop", "--side-by-side"])
+        sample.main(base_flags + ["--loop", "--side-by-side"])
 
 
 # ---- prompt expansion and reading videos
@@ -252,21 +252,21 @@ def test_expand_prompt_keeps_what_was_said_and_fills_the_rest():
 
 def test_load_video_reads_what_save_video_writes(tmp_path):
     _, video = clip(9)
-    data.save_video(str(tmp_path / "v.gif"), video)
-    data.save_video(str(tmp_path / "i.png"), video[:1])
-    assert np.abs(data.load_video(str(tmp_path / "v.gif")).astype(int) - video).max() <= 1
-    assert data.load_video(str(tmp_path / "i.png")).shape == (1, 32, 32)
+    common.save_video(str(tmp_path / "v.gif"), video)
+    common.save_video(str(tmp_path / "i.png"), video[:1])
+    assert np.abs(common.load_video(str(tmp_path / "v.gif")).astype(int) - video).max() <= 1
+    assert common.load_video(str(tmp_path / "i.png")).shape == (1, 32, 32)
     iio.imwrite(tmp_path / "rgb.png", np.stack([video[0]] * 3, -1))
-    assert np.abs(data.load_video(str(tmp_path / "rgb.png"))[0].astype(int) - video[0]).max() <= 1
+    assert np.abs(common.load_video(str(tmp_path / "rgb.png"))[0].astype(int) - video[0]).max() <= 1
     grey_alpha = np.stack([video[0], np.full_like(video[0], 255)], -1)  # an opaque grey image with alpha
     iio.imwrite(tmp_path / "la.png", grey_alpha, plugin="pillow", mode="LA")
-    assert np.abs(data.load_video(str(tmp_path / "la.png"))[0].astype(int) - video[0]).max() <= 1
+    assert np.abs(common.load_video(str(tmp_path / "la.png"))[0].astype(int) - video[0]).max() <= 1
     # GIF writers store identical consecutive frames once, shown longer: a still digit must keep its 9 frames.
     still = np.repeat(video[:1], 9, axis=0)
     still[6:, 0, 0] = 40  # one change: 6 + 3 identical frames
     for fps in (8, 10):
-        data.save_video(str(tmp_path / "still.gif"), still, fps=fps)
-        assert np.array_equal(data.load_video(str(tmp_path / "still.gif")), still)
+        common.save_video(str(tmp_path / "still.gif"), still, fps=fps)
+        assert np.array_equal(common.load_video(str(tmp_path / "still.gif")), still)
 
 
 def test_span_caption_heads_the_way_the_digit_moves_in_the_span():

@@ -14,6 +14,7 @@ import torch
 
 import common
 import data
+import evaluate
 import sample
 import train
 from test_train_sample import TINY
@@ -211,6 +212,21 @@ def test_sample_cli_bad_input_is_one_line_before_any_sampling(trained, capsys, m
     assert re.search(message, err), err
 
 
+EVALUATE_CASES = [
+    (["--n", "0"], "--n must be at least 2"),
+    (["--device", "bogus"], "--device 'bogus' is not a device"),
+    (["--prompting", "--strengths", "2"], r"--strengths must lie in \(0, 1\]"),
+    (["--videos", "nowhere"], "--videos nowhere: no such folder"),
+    (["--out-dir", "nowhere"], "no checkpoint at nowhere"),
+]
+
+
+@pytest.mark.parametrize("argv, message", EVALUATE_CASES, ids=[" ".join(a) for a, _ in EVALUATE_CASES])
+def test_evaluate_cli_bad_input_is_one_line(capsys, argv, message):
+    err = one_line_error(capsys, lambda: evaluate.main(argv), "evaluate.py")
+    assert re.search(message, err), err
+
+
 def test_sample_output_problems_are_found_before_sampling(trained, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sample, "generate", lambda *a, **k: pytest.fail("sampled before checking its output"))
     (tmp_path / "file").write_text("")
@@ -236,7 +252,8 @@ def test_unwritable_output_names_the_users_path_not_the_temp_file(tmp_path):
 
 def test_the_scripts_main_blocks_print_one_line():
     """The same wrapper as above, through `python SCRIPT.py` itself: exit code, one line, no traceback."""
-    for script, argv in (("train.py", ["--steps", "-5"]), ("sample.py", ["--prompt", "a 3", "--fps", "0"])):
+    for script, argv in (("train.py", ["--steps", "-5"]), ("sample.py", ["--prompt", "a 3", "--fps", "0"]),
+                         ("evaluate.py", ["--n", "1"]), ("data.py", ["--out", "x.gif", "--n", "0"])):
         result = subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], capture_output=True, text=True,
                                 cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert result.returncode != 0 and "Traceback" not in result.stderr
