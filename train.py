@@ -182,9 +182,11 @@ def check_finite(window, first_step, stage, train, parameters=()):
     bad_rows = (~rows.isfinite()).any(dim=1).nonzero()  # (bad steps, 1)
     if len(bad_rows) or not all(p.isfinite().all() for p in parameters):
         step = first_step + int(bad_rows[0]) + 1 if len(bad_rows) else first_step + len(window)
+        saved = os.path.exists(os.path.join(train.out_dir, f"{stage}.pt"))
+        kept = f"{stage}.pt keeps its last good checkpoint" if saved else "no checkpoint was written"
         message = (f"stage {stage}: the loss, gradient norm or weights became NaN or inf at step {step}, so "
-                   f"training stopped and {stage}.pt keeps its last good checkpoint; try a lower --{stage}-lr (now "
-                   f"{getattr(train, stage + '_lr'):g}) or a longer --{stage}-warmup, then --resume")
+                   f"training stopped and {kept}; try a lower --{stage}-lr (now {getattr(train, stage + '_lr'):g}) "
+                   f"or a longer --{stage}-warmup, then --resume")
         log(train.out_dir, message)
         raise TrainingDiverged(message)
 
