@@ -330,3 +330,11 @@ def test_every_presets_longest_caption_fits_its_text_encoder():
         longest = data.longest_caption(configs["world"])
         assert len(longest) + 1 <= configs["text"].max_len, preset
         sample.tokenize([longest], configs["text"].max_len)  # what training will do with it
+
+
+def test_mp4_without_an_ffmpeg_backend_is_refused_before_sampling(trained, capsys, monkeypatch):
+    monkeypatch.setattr(common.importlib.util, "find_spec", lambda name: None)  # as on a machine without one
+    monkeypatch.setattr(sample, "generate", lambda *a, **k: pytest.fail("sampled before checking its output"))
+    err = one_line_error(capsys, lambda: sample.main(["--out-dir", trained, "--prompt", "a 3", "--out", "x.mp4"]),
+                         "sample.py")
+    assert "needs an ffmpeg backend for MP4 (pip install imageio-ffmpeg)" in err
