@@ -15,14 +15,14 @@ import torch
 import common
 import data
 import evaluate
-import sample
 import train
+from lab import calibration, caption_gaps, fvd, glyph_classifier, scoring, tracker
 from test_train_sample import TINY
 
 # One 16-pixel digit on 32x32, 9 frames (the cpu preset's world), with a small glyph bank; tiny networks.
 WORLD = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
                          glyphs_per_digit=100)
-CONFIG = evaluate.EvalConfig(classifier_steps=300, encoder_steps=150)
+CONFIG = scoring.EvalConfig(classifier_steps=300, encoder_steps=150)
 WORLD_FLAGS = ["--world-frames", "9", "--world-height", "32", "--world-width", "32", "--world-digit-size", "16",
                "--world-max-digits", "1", "--world-fast-speed", "2", "--world-glyphs-per-digit", "100",
                "--classifier-steps", "300", "--encoder-steps", "150"]
@@ -31,8 +31,8 @@ WORLD_FLAGS = ["--world-frames", "9", "--world-height", "32", "--world-width", "
 @pytest.fixture(scope="module")
 def networks(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("eval"))
-    classifier, accuracy = evaluate.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
-    encoder = evaluate.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    classifier, accuracy = glyph_classifier.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    encoder = fvd.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))
     return out_dir, classifier, accuracy, encoder
 
 
@@ -45,12 +45,12 @@ def test_frechet_distance_matches_its_closed_form():
     # tr((AB)^1/2) from the eigenvalues of AB itself (real and >= 0 for PSD A, B), not the symmetric form used
     trace_root = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0).sqrt().sum()
     expected = (a.mean(0) - b.mean(0)).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * trace_root
-    assert evaluate.frechet_distance(a, b) == pytest.approx(float(expected), rel=1e-6)
-    assert abs(evaluate.frechet_distance(a, a)) < 1e-6
-    assert evaluate.frechet_distance(a, a + 3) == pytest.approx(6 * 9, rel=1e-6)  # a shift only moves the mean
+    assert fvd.frechet_distance(a, b) == pytest.approx(float(expected), rel=1e-6)
+    assert abs(fvd.frechet_distance(a, a)) < 1e-6
+    assert fvd.frechet_distance(a, a + 3) == pytest.approx(6 * 9, rel=1e-6)  # a shift only moves the mean
     # 1-D Gaussians: (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2
     x = torch.randn(1000, 1, generator=generator, dtype=torch.float64)
-    assert evaluate.frechet_distance(x, 3 * x + 2) == pytest.approx(
+    assert fvd.frechet_distance(x, 3 * x + 2) == pytest.approx(
         float((2 * x.mean() + 2) ** 2 + (2 * x.std()) ** 2), rel=1e-6)
 
 
@@ -64,11 +64,11 @@ def test_fit_paths_recovers_the_velocity_of_world_paths_and_rejects_others():
         observed = positions[:, 0].T + rng.uniform(-0.3, 0.3, (2, frames))  # (2, F): a centre of mass is not exact
         seen = rng.random((2, frames)) < 0.7  # some frames hidden
         seen[:, :2] = True
-        fitted, miss = evaluate.fit_paths(observed, np.repeat(seen[:1], 2, 0), limit, 6)
+        fitted, miss = scoring.fit_paths(observed, np.repeat(seen[:1], 2, 0), limit, 6)
         assert np.array_equal(fitted, velocity[0]) and (miss < 0.5).all()
     # straight through the wall: 6 px beyond it and still going is no world path
     through = (40 + 2 * np.arange(frames)).astype(float)[None]
-    assert evaluate.fit_paths(through, np.ones_like(through, bool), np.array([48]), 6)[1][0] > 2
+    assert scoring.fit_paths(through, np.ones_like(through, bool), np.array([48]), 6)[1][0] > 2
 
 
 def crossing_clip(starts, velocities, digits=(3, 7), frames=13, size=(48, 64)):
@@ -90,27 +90,27 @@ def crossing_clip(starts, velocities, digits=(3, 7), frames=13, size=(48, 64)):
 ])
 def test_tracker_counts_and_follows_two_digits_that_overlap(networks, starts, velocities):
     world, scene, video = crossing_clip(starts, velocities)
-    frames = evaluate.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
-    blobs = evaluate.find_blobs(frames, CONFIG, 16)
+    frames = glyph_classifier.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
+    blobs = tracker.find_blobs(frames, CONFIG, 16)
     by_frame = [list(np.flatnonzero(blobs.frame == f)) for f in range(len(video))]
     assert min(len(ids) for ids in by_frame) == 1  # the two digits do make one blob for a while
     big = np.zeros(len(blobs.frame), bool)
-    tracks, count = evaluate.track_clip(blobs, by_frame, 64, 48, 16, big)
+    tracks, count = tracker.track_clip(blobs, by_frame, 64, 48, 16, big)
     assert len(tracks) == 2 and (count == 2).all() and all(t.alive.all() for t in tracks)
     followed = [np.argmin(np.linalg.norm(scene.centers[-1] - track.centres[-1], axis=1)) for track in tracks]
     assert sorted(followed) == [0, 1]
     for n, track in zip(followed, tracks):  # each track stays on its own digit through the overlap: no swap
         error = np.abs(track.centres - scene.centers[:, n])  # (F, 2)
         assert error[track.seen].max() < 1.0 and error.max() < 4.0 and (~track.seen).any()
-    result = evaluate.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
+    result = scoring.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
     assert result["identity"] == 1 and result["count"] == 1 and result["persistence"] == 1
     assert result["direction"] == 1 and result["speed"] == 1 and result["physics"] == 1
 
 
 def pieces_per_frame(video):
     """How many 8-connected pieces of more than a speck each frame of a uint8 (F, H, W) video shows: (F,)."""
-    frames = evaluate.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
-    labels = evaluate.label_pieces(frames > CONFIG.threshold).flatten(1)  # (F, H*W)
+    frames = glyph_classifier.as_frames(torch.from_numpy(video))[0]  # (F, H, W)
+    labels = tracker.label_pieces(frames > CONFIG.threshold).flatten(1)  # (F, H*W)
     mass = torch.zeros(len(frames), labels.shape[1] + 1).scatter_add_(1, labels, frames.flatten(1))[:, 1:]
     return (mass >= CONFIG.min_blob_mass * 16 * 16).sum(1).numpy()
 
@@ -121,14 +121,14 @@ def test_a_digit_drawn_in_pieces_is_one_track_read_as_that_digit(networks):
     digits = [0, 2, 3, 4, 5, 6, 7, 8, 9]
     images, _, by_digit = data.glyph_bank(WORLD, networks[0])["test"]
     rng = np.random.default_rng(5)
-    glyphs = np.stack([evaluate.break_strokes(images[by_digit[d][0]], rng, CONFIG) for d in digits])  # (9, s, s)
+    glyphs = np.stack([calibration.break_strokes(images[by_digit[d][0]], rng, CONFIG) for d in digits])  # (9, s, s)
     positions, velocity = data.simulate(np.array([[2, 8]]), np.array([[2, 0]]), 9, np.array([16, 16]))
     motions = [[data.DigitMotion(d, "right", "fast")] for d in digits]
     videos = np.stack([data.render(data.Scene(m, np.array([i]), positions, velocity, [[]], 16), glyphs, 9, 32, 32)
                        for i, m in enumerate(motions)])  # (9, F, H, W)
     # Every frame shows 2 pieces of ink or more: a tracker that takes each piece for a digit sees 2 digits or more.
     assert all((pieces_per_frame(video) >= 2).all() for video in videos)
-    results = evaluate.score_videos(torch.from_numpy(videos), motions, WORLD, networks[1], CONFIG)
+    results = scoring.score_videos(torch.from_numpy(videos), motions, WORLD, networks[1], CONFIG)
     assert all(len(r["found"]) == 1 and r["count"] == 1 and r["persistence"] == 1 and r["physics"] == 1
                for r in results)  # one track per clip, seen whole in every frame
     # and read as the digit drawn, all of them now; one is let off, as the tests' 300-step classifier misreads some
@@ -144,32 +144,34 @@ def test_two_whole_digits_that_nearly_touch_stay_two_blobs(networks):
             break
     grown = torch.nn.functional.max_pool2d(torch.from_numpy(video[:, None] > 76).float(), 3, 1, 1)[:, 0] > 0
     assert (pieces_per_frame((grown * 255).byte().numpy()) == 1).all()  # 1 pixel of growth would join them
-    blobs = evaluate.find_blobs(evaluate.as_frames(torch.from_numpy(video))[0], CONFIG, 16)
+    blobs = tracker.find_blobs(glyph_classifier.as_frames(torch.from_numpy(video))[0], CONFIG, 16)
     assert (np.bincount(blobs.frame) == 2).all()
-    result = evaluate.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
+    result = scoring.score_videos(torch.from_numpy(video), [scene.motions], world, networks[1], CONFIG)[0]
     assert sorted(result["found"]) == [4, 7] and result["identity"] == 1 and result["count"] == 1
 
 
 def test_classifier_is_accurate_on_held_out_glyphs_and_cached(networks, monkeypatch, tmp_path, capsys):
     out_dir, classifier, accuracy, _ = networks
     assert accuracy > 0.9  # 300 steps on 900 glyphs; the default (1000 steps on 18,000) reaches 99.6% at 16 px
-    monkeypatch.setattr(evaluate, "cosine_lr", lambda *args: pytest.fail("retrained instead of loading the cache"))
-    again, cached_accuracy = evaluate.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
+    retrained = lambda *args: pytest.fail("retrained instead of loading the cache")
+    monkeypatch.setattr(glyph_classifier, "cosine_lr", retrained)
+    monkeypatch.setattr(fvd, "cosine_lr", retrained)  # fvd.py imports its own name for it
+    again, cached_accuracy = glyph_classifier.digit_classifier(out_dir, WORLD, CONFIG, torch.device("cpu"))
     assert cached_accuracy == accuracy
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), classifier.state_dict().values()))
-    evaluate.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))  # cached too
+    fvd.video_encoder(out_dir, WORLD, CONFIG, torch.device("cpu"))  # cached too
     monkeypatch.undo()
     shutil.copy(f"{out_dir}/eval_classifier.pt", tmp_path)
-    other = evaluate.EvalConfig(classifier_steps=5)  # a cache made with other settings is retrained, and said so
-    assert evaluate.digit_classifier(str(tmp_path), WORLD, other, torch.device("cpu"))[1] < accuracy
+    other = scoring.EvalConfig(classifier_steps=5)  # a cache made with other settings is retrained, and said so
+    assert glyph_classifier.digit_classifier(str(tmp_path), WORLD, other, torch.device("cpu"))[1] < accuracy
     assert "made for other settings" in capsys.readouterr().out
 
 
 def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric(networks):
     out_dir, classifier, _, encoder = networks
-    rows = evaluate.calibration_table(WORLD, classifier, encoder, CONFIG, n=24, cache_dir=out_dir)
+    rows = calibration.calibration_table(WORLD, classifier, encoder, CONFIG, n=24, cache_dir=out_dir)
     real = rows["real"]
-    for name in evaluate.METRICS:
+    for name in scoring.METRICS:
         assert real[name] >= 0.9, (name, real[name])
     assert rows["noise"]["count"] < 0.5 and rows["noise"]["identity"] < real["identity"] - 0.2
     assert rows["noise"]["fvd"] > 5 * real["fvd"]  # the FVD floor is real against other real clips
@@ -188,7 +190,7 @@ def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric
 
 def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
     out_dir = networks[0]
-    videos, _, captions, _ = evaluate.real_clips(WORLD, "holdout", 3, seed=5)
+    videos, _, captions, _ = calibration.real_clips(WORLD, "holdout", 3, seed=5)
     folder = tmp_path / "clips"
     for i, video in enumerate(videos):
         common.save_video(str(folder / f"clip{i}.gif"), video.numpy())
@@ -207,27 +209,27 @@ def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
 def test_evaluate_checkpoints_report_schema(tmp_path):
     out_dir = str(tmp_path)
     train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
-    config = evaluate.EvalConfig(classifier_steps=20, encoder_steps=5)
+    config = scoring.EvalConfig(classifier_steps=20, encoder_steps=5)
     report = evaluate.evaluate_checkpoints(out_dir, 2, "cpu", json_path=f"{out_dir}/eval.json", config=config)
     assert json.loads(open(f"{out_dir}/eval.json").read()) == json.loads(json.dumps(report))
     assert set(report["splits"]) == {"val", "holdout"} and 0 <= report["classifier_accuracy"] <= 1
     for split in report["splits"].values():
-        assert set(evaluate.METRICS) | {"fvd", "fvd_real", "clips", "videos"} <= set(split)
+        assert set(scoring.METRICS) | {"fvd", "fvd_real", "clips", "videos"} <= set(split)
         assert len(split["videos"]) == 2 and {"prompt", "asked", "found", "count"} <= set(split["videos"][0])
-        assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in evaluate.METRICS))
+        assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in scoring.METRICS))
 
 
 def test_caption_edits_change_one_thing():
     rng = np.random.default_rng(0)
     left, still = data.DigitMotion(digit=3, direction="left", speed="fast", bounces=False), \
         data.DigitMotion(digit=5, direction=data.STILL, speed=None, bounces=False)
-    assert evaluate.caption_edit([left, still], "direction reversed", rng) == \
+    assert caption_gaps.caption_edit([left, still], "direction reversed", rng) == \
         [data.DigitMotion(digit=3, direction="right", speed="fast", bounces=False), still]
-    moving = evaluate.caption_edit([still], "direction reversed", rng)[0]
+    moving = caption_gaps.caption_edit([still], "direction reversed", rng)[0]
     assert moving.digit == 5 and moving.direction in data.DIRECTIONS
-    changed = evaluate.caption_edit([left], "digit changed", rng)[0]
+    changed = caption_gaps.caption_edit([left], "digit changed", rng)[0]
     assert changed.digit != 3 and changed.direction == "left"
-    assert evaluate.caption_edit([left], "no caption", rng) is None
+    assert caption_gaps.caption_edit([left], "no caption", rng) is None
 
 
 def test_caption_gaps_are_paired_and_vanish_for_a_model_blind_to_the_caption(tmp_path, capsys):
@@ -243,15 +245,15 @@ def test_caption_gaps_are_paired_and_vanish_for_a_model_blind_to_the_caption(tmp
     with torch.no_grad():  # a DiT that reads all its inputs (after 1 step it is close to its zero output)
         for param in dit.parameters():
             param.normal_(0, 0.1)
-    gaps = lambda: evaluate.caption_gaps(vae, text_encoder, dit, world, 6, times=(0.5, 0.9), batch_size=4)
+    gaps = lambda: caption_gaps.caption_gaps(vae, text_encoder, dit, world, 6, times=(0.5, 0.9), batch_size=4)
     report = gaps()
-    assert all(max(abs(g) for g in report[edit]["gap"]) > 1e-6 for edit in evaluate.CAPTION_EDITS)
+    assert all(max(abs(g) for g in report[edit]["gap"]) > 1e-6 for edit in caption_gaps.CAPTION_EDITS)
     with torch.no_grad():  # cut both ways the caption enters: the pooled vector and the cross-attention
         for layer in [dit.text_pooled_embed] + [block.cross_attn.proj for block in dit.blocks]:
             layer.weight.zero_(), layer.bias.zero_()
     blind = gaps()
     # Same clips, same noise: only the caption differs, so a model that cannot read it shows no gap at all.
-    assert all(g == 0 and s == 0 for edit in evaluate.CAPTION_EDITS
+    assert all(g == 0 and s == 0 for edit in caption_gaps.CAPTION_EDITS
                for g, s in zip(blind[edit]["gap"], blind[edit]["se"]))
     assert min(blind["loss"]) > 0
 

@@ -12,10 +12,10 @@ import torch
 import common
 import data
 import diffusion
-import evaluate
 import sample
 import train
 from dit import DiT
+from lab import calibration, prompting_eval, scoring
 from test_train_sample import TINY
 
 CPU = torch.device("cpu")
@@ -276,7 +276,7 @@ def test_span_caption_heads_the_way_the_digit_moves_in_the_span():
     scenes = (dataset.scene(i)[0] for i in range(100))
     scene = next(s for s in scenes if s.bounce_frames[0] and s.bounce_frames[0][0] < 8)  # an early bounce
     after = scene.bounce_frames[0][0] + 1
-    asked = data.parse(evaluate.span_caption(scene, after, 17, np.random.default_rng(0)))[0]
+    asked = data.parse(prompting_eval.span_caption(scene, after, 17, np.random.default_rng(0)))[0]
     dx, dy = data.DIRECTIONS[asked.direction]
     assert (dx, dy) == tuple(int(v) for v in np.sign(scene.velocities[after, 0]))
     assert asked.direction != scene.motions[0].direction  # the bounce mirrored it
@@ -288,27 +288,27 @@ def test_span_caption_heads_the_way_the_digit_moves_in_the_span():
 def test_position_errors_and_seam_of_real_clips():
     world = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, max_digits=1, fast_speed=2,
                              glyphs_per_digit=100)
-    videos, scenes, _, _ = evaluate.real_clips(world, "val", 8, seed=3)
+    videos, scenes, _, _ = calibration.real_clips(world, "val", 8, seed=3)
     centres = [scene.centers for scene in scenes]  # 8 x (9, 1, 2)
-    config = evaluate.EvalConfig()
-    errors = evaluate.position_errors(videos, centres, config, 16)
+    config = scoring.EvalConfig()
+    errors = prompting_eval.position_errors(videos, centres, config, 16)
     assert errors.shape == (8, 9) and errors.mean() < 1.0  # the ink's centre is where the physics puts the digit
-    shifted = evaluate.position_errors(videos, [c + 4 for c in centres], config, 16)
+    shifted = prompting_eval.position_errors(videos, [c + 4 for c in centres], config, 16)
     assert 5.0 < shifted.mean() < 6.5  # 4 px in x and in y: 5.7 px away
-    blank = evaluate.position_errors(torch.zeros(2, 9, 32, 32, dtype=torch.uint8), centres[:2], config, 16)
+    blank = prompting_eval.position_errors(torch.zeros(2, 9, 32, 32, dtype=torch.uint8), centres[:2], config, 16)
     assert (blank == 16).all()  # no ink: a whole digit off
     # Clips with different numbers of digits, apart so that each is its own piece of ink most of the time.
     two = data.WorldConfig(frames=9, height=64, width=64, digit_size=16, min_digits=1, max_digits=2,
                            glyphs_per_digit=100)
-    videos, scenes, _, _ = evaluate.real_clips(two, "val", 16, seed=3)
+    videos, scenes, _, _ = calibration.real_clips(two, "val", 16, seed=3)
     assert {len(scene.digits) for scene in scenes} == {1, 2}
-    errors = evaluate.position_errors(videos, [scene.centers for scene in scenes], config, 16)
+    errors = prompting_eval.position_errors(videos, [scene.centers for scene in scenes], config, 16)
     assert errors.shape == (16, 9) and np.median(errors) < 1.0
 
 
 def test_evaluate_prompting_report(trained, capsys):
-    config = evaluate.EvalConfig(classifier_steps=20, encoder_steps=5, batch_size=2)
-    report = evaluate.evaluate_prompting(trained, 2, "cpu", json_path=f"{trained}/prompting.json", config=config,
+    config = scoring.EvalConfig(classifier_steps=20, encoder_steps=5, batch_size=2)
+    report = prompting_eval.evaluate_prompting(trained, 2, "cpu", json_path=f"{trained}/prompting.json", config=config,
                                          strengths=(0.7,), frames=9)
     assert json.loads(open(f"{trained}/prompting.json").read()) == json.loads(json.dumps(report))
     modes = report["modes"]
