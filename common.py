@@ -89,6 +89,14 @@ def lr_at(step, base_lr, warmup, total):
     return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
+    """The sampler's settings as generate() takes them (steps, guidance_scale, shift): a DiffusionConfig's, with a
+    command line's --steps and --cfg in their place where given (None: not given)."""
+    return dict(steps=diffusion_config.sample_steps if steps is None else steps,
+                guidance_scale=diffusion_config.guidance_scale if guidance_scale is None else guidance_scale,
+                shift=diffusion_config.shift)
+
+
 def psnr(mse):
     """PSNR in dB from the MSE of videos in [-1, 1], on the usual [0, 1] scale (a [-1, 1] MSE is 4x the [0, 1] one)."""
     return 10 * math.log10(4.0 / max(mse, 1e-12))

@@ -81,8 +81,8 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     for split in ("val", "holdout"):
         real, scenes, prompts, _ = real_clips(world, split, n, seed, out_dir)
         videos = torch.cat([sample.generate(vae, text_encoder, dit, prompts[i:i + config.batch_size], world.frames,
-                                            world.height, world.width, diffusion.sample_steps,
-                                            diffusion.guidance_scale, diffusion.shift, seed=seed + i).cpu()
+                                            world.height, world.width, seed=seed + i,
+                                            **common.sampling_settings(diffusion)).cpu()
                             for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
         started = time.perf_counter()
         results = score_videos(videos, [scene.motions for scene in scenes], world, classifier, config)

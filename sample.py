@@ -29,7 +29,7 @@ import torch
 
 import common
 import data
-from common import autocast, load_models, pick_device, run_cli
+from common import autocast, load_models, pick_device, run_cli, sampling_settings
 from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
 
@@ -421,8 +421,7 @@ def main(argv=None):
     vae, text_encoder, dit, checkpoint = load_models(args.out_dir, device, ema=not args.no_ema)
     models = (vae, text_encoder, dit)
     world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
-    sampling = dict(steps=args.steps or diffusion.sample_steps, shift=diffusion.shift,
-                    guidance_scale=diffusion.guidance_scale if args.cfg is None else args.cfg)
+    sampling = sampling_settings(diffusion, args.steps, args.cfg)
 
     # ---- inputs and the output: read, checked against each other and against the asked size, before sampling
     inputs, (frames, height, width), paths = read_inputs(args, mode, world, device)

@@ -32,8 +32,8 @@ import data
 import diffusion
 import evaluate
 from common import (TrainingDiverged, autocast, check_same_vae, load_checkpoint, load_models, load_vae, lr_at,
-                    make_folder, pick_device, psnr, run_cli, save_checkpoint, vae_from_checkpoint, vae_record,
-                    write_json, write_text)
+                    make_folder, pick_device, psnr, run_cli, sampling_settings, save_checkpoint, vae_from_checkpoint,
+                    vae_record, write_json, write_text)
 from dit import DiT, DiTConfig
 from sample import generate
 from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
@@ -415,8 +415,8 @@ def sample_prompts(world):
 def write_samples(vae, text_encoder, dit, world, diffusion_config, path, seed=0):
     """A GIF with one sample per fixed prompt (EMA weights), and the prompts beside it in a .txt."""
     prompts = sample_prompts(world)
-    videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width,
-                      diffusion_config.sample_steps, diffusion_config.guidance_scale, diffusion_config.shift, seed)
+    videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width, seed=seed,
+                      **sampling_settings(diffusion_config))
     write_text(os.path.splitext(path)[0] + ".txt", "".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
     common.save_video(path, common.video_grid(videos, columns=4))
 

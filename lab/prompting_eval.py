@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 import common
 import data
+from diffusion import DiffusionConfig
 from lab.calibration import evaluation_networks
 from lab.glyph_classifier import as_frames
 from lab.scoring import HEADING, EvalConfig, score_videos, summarize
@@ -95,9 +96,7 @@ def prompting_run(out_dir, n, device, seed, config, frames):
     device = torch.device(device)
     vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
     world = data.WorldConfig(**checkpoint["config"]["world"])
-    diffusion = checkpoint["config"]["diffusion"]
-    sampling = dict(steps=diffusion["sample_steps"], guidance_scale=diffusion["guidance_scale"],
-                    shift=diffusion["shift"])
+    sampling = common.sampling_settings(DiffusionConfig(**checkpoint["config"]["diffusion"]))
     classifier, accuracy, _ = evaluation_networks(out_dir, world, config, device)
     F_ = frames or world.frames
     forward, backward = (sample.default_context(vae, F_, mode) for mode in ("forward", "backward"))
