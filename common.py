@@ -1,5 +1,6 @@
-"""The plumbing that train.py, sample.py and evaluate.py share: the device, files written atomically, checkpoints
-and the trained models loaded from them, and how a command line reports a mistake.
+"""The plumbing that train.py, sample.py, evaluate.py and data.py's preview share: the device and autocast, files
+written atomically, checkpoints and the trained models loaded from them, video files (GIF, MP4, PNG), one flag per
+config field, and how a command line reports a mistake.
 
 None of this is part of the model: a student copying vae.py, dit.py or diffusion.py needs nothing from here.
 What it guards is the user's work: a crash mid-write never leaves half a file, a checkpoint is loaded without
