@@ -23,7 +23,7 @@ class EvalConfig:
     threshold: float = 0.3  # a pixel is ink above this (on [0, 1]); the world's strokes stay connected at 0.3
     min_blob_mass: float = 0.02  # ink below this * digit_size^2 is a speck, not a digit (a digit holds ~0.11)
     digit_extent: float = 0.8  # a blob wider or taller than this * digit_size holds several digits (glyphs: <= 0.75)
-    stroke_gap: float = 0.15  # pieces of ink closer than this * digit_size are one digit's (a stroke broke)
+    stroke_gap: float = 0.3  # pieces of ink closer than this * digit_size are one digit's (a stroke broke)
     whole_digit: float = 0.42  # a piece shorter than this * digit_size is part of a digit (every glyph is taller)
     physics_tolerance: float = 0.1  # a path obeys the physics if it stays within this * digit_size pixels of one
     classifier_steps: int = 1000  # training steps of the digit classifier (128 glyphs each)

@@ -78,11 +78,13 @@ def find_blobs(frames, config, digit_size):
     """frames (N, H, W) in [0, 1] -> the blobs of ink, as near to one per digit as one frame's ink can tell.
 
     The world draws a digit as one 8-connected piece of ink, but a generated digit may come in pieces: a faint gap
-    cuts a stroke. So the pieces that come within stroke_gap * digit_size of each other make one group. Digits
-    that nearly touch make one group too: a group too big for one digit (digit_extent) whose pieces are each as
-    tall as a whole digit (whole_digit) is split back into them, as the world's own digits stay apart. Any other
-    group is one blob; if it is too big for one digit, the tracker reads it as digits that overlap. Blobs with less
-    than min_blob_mass * digit_size^2 of ink are specks, dropped.
+    cuts a stroke. So pieces are grouped when they come within 2k pixels of each other, for k = 0 (the pieces
+    themselves), 1, ... up to r = stroke_gap * digit_size / 2. A group at r that fits one digit (digit_extent) is
+    one blob. A larger one holds digits that nearly touch: its blobs are its groups at the largest k < r where
+    each is as tall as a whole digit (whole_digit), not a part of one, and fits one digit (except at k = 0: a piece
+    too big is digits that touch, which the world draws as one piece). If no k splits it so, it is one blob,
+    which the tracker reads as digits that overlap. Blobs with less than min_blob_mass * digit_size^2 of ink are
+    specks, dropped.
     """
     N, H, W = frames.shape
     s = digit_size
@@ -91,22 +93,25 @@ def find_blobs(frames, config, digit_size):
     pixel = torch.arange(N * H * W)[on]  # (P,) the P ink pixels
     frame = pixel // (H * W)
     weight, x, y = frames.flatten()[on].double(), (pixel % W).double(), (pixel // W % H).double()
-    # Each ink pixel's piece and group, numbered 0, 1, ... over all frames: (P,) each, and the sums over them.
+    # The group of every ink pixel at each k, numbered 0, 1, ... over all frames: (r + 1, P). Growing the ink by k
+    # pixels makes pieces up to 2k apart touch.
+    r = max(1, round(config.stroke_gap * s / 2))
+    grown = lambda k: F.max_pool2d(ink.float()[:, None], 2 * k + 1, stride=1, padding=k)[:, 0] > 0  # (N, H, W)
     number = lambda labels: torch.unique(frame * (H * W + 1) + labels.flatten()[on], return_inverse=True)[1]
-    r = max(1, round(config.stroke_gap * s / 2))  # grown by r pixels, pieces up to 2r apart touch
-    grown = F.max_pool2d(ink.float()[:, None], 2 * r + 1, stride=1, padding=r)[:, 0] > 0  # (N, H, W)
-    piece, group = number(label_pieces(ink)), number(label_pieces(grown))
+    groups = torch.stack([number(label_pieces(grown(k) if k else ink)) for k in range(r + 1)])  # (r + 1, P)
     count = lambda index: int(index.max()) + 1 if len(index) else 0
-    piece_mass, _, piece_box = group_sums(piece, count(piece), weight, x, y)
-    group_box = group_sums(group, count(group), weight, x, y)[2]
-    min_mass = config.min_blob_mass * s * s
-    # A fragment is a piece too short to be a whole digit, yet more than a speck: part of a broken digit.
-    fragment = (piece_box[:, 3] - piece_box[:, 1] < config.whole_digit * s) & (piece_mass >= min_mass)  # (pieces,)
-    group_of_piece = torch.zeros(count(piece), dtype=torch.long).scatter_(0, piece, group)
-    has_fragment = torch.zeros(count(group), dtype=torch.bool).scatter_reduce(0, group_of_piece, fragment, "amax")
-    big = ((group_box[:, 2:] - group_box[:, :2]) > config.digit_extent * s).any(1)  # (groups,)
-    apart = big & ~has_fragment  # whole digits that nearly touch: each of its pieces is a blob
-    blob = torch.unique(torch.where(apart[group], count(group) + piece, group), return_inverse=True)[1]  # (P,)
+    outer, min_mass = groups[-1], config.min_blob_mass * s * s  # (P,) each pixel's group at r
+    fine = []  # (r + 1, groups at r): whether its groups at k are fine as blobs
+    for k, group in enumerate(groups):
+        mass, _, box = group_sums(group, count(group), weight, x, y)
+        big = ((box[:, 2:] - box[:, :2]) > config.digit_extent * s).any(1)
+        part = (box[:, 3] - box[:, 1] < config.whole_digit * s) & (mass >= min_mass)  # shorter than a digit
+        wrong = big if k == r else part if k == 0 else big | part  # a piece too big is digits that touch
+        fine.append(~torch.zeros(count(outer), dtype=torch.bool).scatter_reduce(0, outer, wrong[group], "amax"))
+    fine = torch.stack(fine)  # (r + 1, groups at r)
+    level = torch.where(fine.any(0), r - fine.flip(0).int().argmax(0), r)  # the largest k that is fine, else r
+    k = level[outer]  # (P,)
+    blob = torch.unique(k * (len(k) + 1) + groups[k, torch.arange(len(k))], return_inverse=True)[1]  # (P,)
     K = count(blob)
     mass, centre, box = group_sums(blob, K, weight, x, y)
     keep = mass >= min_mass
