@@ -18,7 +18,7 @@ import re
 import sys
 import warnings
 from dataclasses import MISSING, fields
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -90,12 +90,20 @@ def lr_at(step, base_lr, warmup, total):
     return base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+class Sampling(NamedTuple):
+    """The sampler's settings, as generate() takes them: Euler steps, classifier-free guidance scale, and the
+    timestep shift (see diffusion.sample)."""
+    steps: int = 32
+    guidance_scale: float = 4.0
+    shift: float = 1.0
+
+
 def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
-    """The sampler's settings as generate() takes them (steps, guidance_scale, shift): a DiffusionConfig's, with a
-    command line's --steps and --cfg in their place where given (None: not given)."""
-    return dict(steps=diffusion_config.sample_steps if steps is None else steps,
-                guidance_scale=diffusion_config.guidance_scale if guidance_scale is None else guidance_scale,
-                shift=diffusion_config.shift)
+    """A DiffusionConfig's Sampling, with a command line's --steps and --cfg in their place where given (None: not
+    given)."""
+    return Sampling(steps=diffusion_config.sample_steps if steps is None else steps,
+                    guidance_scale=diffusion_config.guidance_scale if guidance_scale is None else guidance_scale,
+                    shift=diffusion_config.shift)
 
 
 def psnr(mse):
@@ -178,8 +186,9 @@ def load_weights(module, state, path):
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not fit this version of {type(module).__name__} "
-                         f"({str(e).splitlines()[1].strip()[:200]}...); retrain it, or use the code it was made with") from None
+        detail = str(e).splitlines()[1].strip()[:200]
+        raise ValueError(f"{path} does not fit this version of {type(module).__name__} ({detail}...); retrain it, "
+                         "or use the code it was made with") from None
 
 
 def fingerprint(state_dict):
@@ -203,7 +212,8 @@ def check_same_vae(dit_checkpoint, vae_checkpoint, dit_path, vae_path):
     if trained_on is None or trained_on["fingerprint"] == fingerprint(vae_checkpoint["model"]):
         return
     now = vae_checkpoint["config"]["vae"]
-    changed = [f"{k} {trained_on['config'].get(k)!r} -> {v!r}" for k, v in now.items() if trained_on["config"].get(k) != v]
+    before = trained_on["config"]
+    changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
     what = f"its config differs: {', '.join(changed)}" if changed else "same config, other weights"
     raise ValueError(f"{dit_path} was trained on the latents of another VAE than {vae_path} ({what}); put back the "
                      f"vae.pt it was trained with, or train a DiT for this VAE in another --out-dir")
@@ -223,11 +233,11 @@ def load_vae(out_dir, device):
 
 class Models(NamedTuple):
     """A trained nanosora, ready to sample: the frozen VAE, the text encoder and DiT (EMA weights unless asked
-    otherwise), and the DiT checkpoint (its configs: world, diffusion, ...)."""
+    otherwise), and the DiT checkpoint (its configs: world, diffusion, ...; None for models still training)."""
     vae: VideoVAE
     text_encoder: TextEncoder
     dit: DiT
-    checkpoint: dict
+    checkpoint: Optional[dict] = None
 
 
 def load_models(out_dir, device, ema=True):

@@ -72,17 +72,17 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 
     config = config or EvalConfig()
     device = torch.device(device)
-    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
+    models = common.load_models(out_dir, device)
+    checkpoint = models.checkpoint
     world = data.WorldConfig(**checkpoint["config"]["world"])
-    diffusion = DiffusionConfig(**checkpoint["config"]["diffusion"])
+    sampling = common.sampling_settings(DiffusionConfig(**checkpoint["config"]["diffusion"]))
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
     report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
               "classifier_accuracy": accuracy, "splits": {}}
     for split in ("val", "holdout"):
         real, scenes, prompts, _ = real_clips(world, split, n, seed, out_dir)
-        videos = torch.cat([sample.generate(vae, text_encoder, dit, prompts[i:i + config.batch_size], world.frames,
-                                            world.height, world.width, seed=seed + i,
-                                            **common.sampling_settings(diffusion)).cpu()
+        videos = torch.cat([sample.generate(models, prompts[i:i + config.batch_size], world.frames, world.height,
+                                            world.width, sampling, seed + i).cpu()
                             for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
         started = time.perf_counter()
         results = score_videos(videos, [scene.motions for scene in scenes], world, classifier, config)

@@ -29,7 +29,7 @@ import torch
 
 import common
 import data
-from common import autocast, load_models, pick_device, run_cli, sampling_settings
+from common import Sampling, autocast, load_models, pick_device, run_cli, sampling_settings
 from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
 
@@ -48,10 +48,13 @@ def check_size(vae, dit, frames, height, width):
 
 
 @torch.no_grad()
-def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, guidance_scale=4.0, shift=1.0,
-             seed=0, given=None, edit=None, strength=1.0):
+def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0, given=None, edit=None,
+             strength=1.0):
     """Videos (B, 1, F, H, W) in [-1, 1] for B prompts. The noise is drawn on the CPU from `seed`, so a seed gives
     the same video on every device.
+
+    models: a common.Models (the VAE, text encoder and DiT; its checkpoint is not read).
+    sampling: a common.Sampling (Euler steps, guidance scale, timestep shift).
 
     given: (latents (B, c, f, h, w), given (B, f) bool) from `given_window`: the latent frames marked True are
         kept exactly, and the model is told they are clean (t = 0 there), as in training.
@@ -62,7 +65,9 @@ def generate(vae, text_encoder, dit, prompts, frames, height, width, steps=32, g
     """
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of strings: got {prompts!r}")
+    vae, text_encoder, dit = models.vae, models.text_encoder, models.dit
     check_size(vae, dit, frames, height, width)
+    steps, guidance_scale, shift = sampling
     device = next(dit.parameters()).device
     B = len(prompts)
     latent_shape = vae.latent_shape(frames, height, width)  # (c, f, h, w)
@@ -179,16 +184,16 @@ def check_context(vae, context, available, kind):
                          f"or a smaller --context ({rule})")
 
 
-def animate(models, images, prompts, frames, seed=0, **sampling):
+def animate(models, images, prompts, frames, *, sampling=Sampling(), seed=0):
     """Image-to-video: images (B, 1, 1, H, W) become frame 0 of `frames`-frame videos (B, 1, frames, H, W).
     The causal VAE encodes an image to exactly the first latent frame, so the model conditions on that image."""
-    vae = models[0]
+    vae = models.vae
     H, W = images.shape[-2:]
     given = given_window(vae, [(0, images)], frames, H, W)
-    return generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+    return generate(models, prompts, frames, H, W, sampling, seed, given=given)
 
 
-def extend(models, videos, prompts, frames, direction="forward", context=0, seed=0, **sampling):
+def extend(models, videos, prompts, frames, direction="forward", context=0, *, sampling=Sampling(), seed=0):
     """Extend videos (B, 1, n, H, W) in time with a `frames`-frame window that overlaps them by `context` frames.
 
     forward: the videos' last `context` frames (1 + s m) open the window, the rest of it is new; returns the
@@ -196,54 +201,54 @@ def extend(models, videos, prompts, frames, direction="forward", context=0, seed
     backward: the videos' first `context` frames (s m) close the window; returns the new frames followed by the
         videos. Because the encoder is causal, their latents are computed after the first frame held still
         (see `encode_given`)."""
-    vae = models[0]
+    vae = models.vae
     n, (H, W) = videos.shape[2], videos.shape[-2:]
     context = context or default_context(vae, frames, direction)
     if direction == "forward":
         check_context(vae, context, n, "start")
         given = given_window(vae, [(0, videos[:, :, n - context:])], frames, H, W)
-        window = generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+        window = generate(models, prompts, frames, H, W, sampling, seed, given=given)
         return torch.cat([videos[:, :, :n - context], window], 2)
     if direction == "backward":
         check_context(vae, context, n, "end")
         given = given_window(vae, [(frames - context, videos[:, :, :context])], frames, H, W)
-        window = generate(*models, prompts, frames, H, W, seed=seed, given=given, **sampling)
+        window = generate(models, prompts, frames, H, W, sampling, seed, given=given)
         window = decode_end_in_context(vae, window, videos[:, :, :context])
         return torch.cat([window, videos[:, :, context:]], 2)
     raise ValueError(f"direction must be 'forward' or 'backward': got {direction!r}")
 
 
-def edit(models, videos, prompts, strength, seed=0, **sampling):
+def edit(models, videos, prompts, strength, *, sampling=Sampling(), seed=0):
     """SDEdit: noise the videos' latents (B, 1, n, H, W) to t = strength and denoise them with new prompts. Low
     strength keeps layout and motion and can change little; high strength follows the prompt and keeps less."""
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1]: got {strength}")
-    vae = models[0]
+    vae = models.vae
     n, (H, W) = videos.shape[2], videos.shape[-2:]
-    return generate(*models, prompts, n, H, W, seed=seed, edit=vae.encode_latents(videos).float(),
-                    strength=strength, **sampling)
+    latents = vae.encode_latents(videos).float()  # (B, c, f, h, w)
+    return generate(models, prompts, n, H, W, sampling, seed, edit=latents, strength=strength)
 
 
-def connect(models, first, second, prompts, frames, context=(0, 0), seed=0, **sampling):
+def connect(models, first, second, prompts, frames, context=(0, 0), *, sampling=Sampling(), seed=0):
     """A transition: a `frames`-frame window opens with the last context[0] frames of `first` (1 + s m) and
     closes with the first context[1] frames of `second` (s m); returns first, the new frames, then second."""
-    vae = models[0]
+    vae = models.vae
     (H, W), defaults = first.shape[-2:], default_context(vae, frames, "connect")
     start, end = context[0] or defaults[0], context[1] or defaults[1]
     check_context(vae, start, first.shape[2], "start")
     check_context(vae, end, second.shape[2], "end")
     segments = [(0, first[:, :, first.shape[2] - start:]), (frames - end, second[:, :, :end])]
-    window = generate(*models, prompts, frames, H, W, seed=seed, given=given_window(vae, segments, frames, H, W),
-                      **sampling)
+    given = given_window(vae, segments, frames, H, W)
+    window = generate(models, prompts, frames, H, W, sampling, seed, given=given)
     window = decode_end_in_context(vae, window, second[:, :, :end])
     return torch.cat([first[:, :, :first.shape[2] - start], window, second[:, :, end:]], 2)
 
 
-def loop(models, prompts, frames, height, width, context=(0, 0), seed=0, **sampling):
+def loop(models, prompts, frames, height, width, context=(0, 0), *, sampling=Sampling(), seed=0):
     """A video whose last frame flows into its first: sample a clip, then connect its end back to its start and
     keep the clip plus the transition (without the copy of the clip's start that ends the transition)."""
-    clip = generate(*models, prompts, frames, height, width, seed=seed, **sampling)  # (B, 1, F, H, W)
-    joined = connect(models, clip, clip, prompts, frames, context, seed=seed + 1, **sampling)
+    clip = generate(models, prompts, frames, height, width, sampling, seed)  # (B, 1, F, H, W)
+    joined = connect(models, clip, clip, prompts, frames, context, sampling=sampling, seed=seed + 1)
     return joined[:, :, :joined.shape[2] - frames]  # drops the final copy of the clip
 
 
@@ -272,9 +277,9 @@ def pad_time(video, before, after):
 
 
 def parse_args(argv=None):
-    parser = common.ArgumentParser(prog="sample.py", description="Sample videos from the checkpoints in --out-dir: from "
-                                 "text, or prompted with an image or videos (at most one of --image, --extend, "
-                                 "--edit, --connect, --loop).")
+    parser = common.ArgumentParser(prog="sample.py", description="Sample videos from the checkpoints in --out-dir: "
+                                   "from text, or prompted with an image or videos (at most one of --image, "
+                                   "--extend, --edit, --connect, --loop).")
     parser.add_argument("--out-dir", default="out", help="folder with vae.pt and dit.pt from train.py")
     parser.add_argument("--prompt", action="append", default=[], help="a caption; repeat for several")
     parser.add_argument("--n", type=int, default=1, help="samples per prompt (a grid if more than one video)")
@@ -381,33 +386,34 @@ def contexts(args):
 
 
 def text_mode(models, inputs, prompts, size, args, sampling):
-    return generate(*models, prompts, *size, seed=args.seed, **sampling), []
+    return generate(models, prompts, *size, sampling, args.seed), []
 
 
 def image_mode(models, inputs, prompts, size, args, sampling):
-    videos = animate(models, inputs[0], prompts, size[0], seed=args.seed, **sampling)
+    videos = animate(models, inputs[0], prompts, size[0], sampling=sampling, seed=args.seed)
     return videos, [inputs[0].expand(-1, -1, size[0], -1, -1)]
 
 
 def extend_mode(models, inputs, prompts, size, args, sampling):
-    videos = extend(models, inputs[0], prompts, size[0], args.direction, contexts(args)[0], seed=args.seed,
-                    **sampling)
+    videos = extend(models, inputs[0], prompts, size[0], args.direction, contexts(args)[0],
+                    sampling=sampling, seed=args.seed)
     extra = videos.shape[2] - inputs[0].shape[2]
     return videos, [pad_time(inputs[0], 0, extra) if args.direction == "forward" else pad_time(inputs[0], extra, 0)]
 
 
 def edit_mode(models, inputs, prompts, size, args, sampling):
-    return edit(models, inputs[0], prompts, args.strength, seed=args.seed, **sampling), [inputs[0]]
+    return edit(models, inputs[0], prompts, args.strength, sampling=sampling, seed=args.seed), [inputs[0]]
 
 
 def connect_mode(models, inputs, prompts, size, args, sampling):
-    videos = connect(models, inputs[0], inputs[1], prompts, size[0], contexts(args), seed=args.seed, **sampling)
+    videos = connect(models, inputs[0], inputs[1], prompts, size[0], contexts(args), sampling=sampling,
+                     seed=args.seed)
     F = videos.shape[2]
     return videos, [pad_time(inputs[0], 0, F - inputs[0].shape[2]), pad_time(inputs[1], F - inputs[1].shape[2], 0)]
 
 
 def loop_mode(models, inputs, prompts, size, args, sampling):
-    return loop(models, prompts, *size, contexts(args), seed=args.seed, **sampling), []
+    return loop(models, prompts, *size, contexts(args), sampling=sampling, seed=args.seed), []
 
 
 MODES = {"text": text_mode, "image": image_mode, "extend": extend_mode, "edit": edit_mode, "connect": connect_mode,
@@ -418,8 +424,8 @@ def main(argv=None):
     args = parse_args(argv)
     mode = args.mode
     device = pick_device(args.device)
-    vae, text_encoder, dit, checkpoint = load_models(args.out_dir, device, ema=not args.no_ema)
-    models = (vae, text_encoder, dit)
+    models = load_models(args.out_dir, device, ema=not args.no_ema)
+    vae, text_encoder, dit, checkpoint = models
     world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
     sampling = sampling_settings(diffusion, args.steps, args.cfg)
 

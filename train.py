@@ -31,7 +31,7 @@ import common
 import data
 import diffusion
 import evaluate
-from common import (TrainingDiverged, autocast, check_same_vae, load_checkpoint, load_models, load_vae, lr_at,
+from common import (Models, TrainingDiverged, autocast, check_same_vae, load_checkpoint, load_models, load_vae, lr_at,
                     make_folder, pick_device, psnr, run_cli, sampling_settings, save_checkpoint, vae_from_checkpoint,
                     vae_record, write_json, write_text)
 from dit import DiT, DiTConfig
@@ -316,6 +316,8 @@ def write_missing_vae_outputs(out_dir, world, device):
 
 
 def train_vae(train, world, vae_config, device):
+    """Stage 1: the causal video VAE learns to compress clips (reconstruction + KL); writes out_dir/vae.pt,
+    vae_metrics.json and vae_recon.gif. Raises TrainingDiverged on NaN."""
     path, steps = os.path.join(train.out_dir, "vae.pt"), train.steps or train.vae_steps
     checkpoint = existing_checkpoint(path, steps, train, {"vae": vae_config, "world": world})
     if checkpoint == "done":
@@ -412,11 +414,12 @@ def sample_prompts(world):
     return SAMPLE_PROMPTS + (TWO_DIGIT_PROMPTS if world.max_digits >= 2 else [])
 
 
-def write_samples(vae, text_encoder, dit, world, diffusion_config, path, seed=0):
-    """A GIF with one sample per fixed prompt (EMA weights), and the prompts beside it in a .txt."""
+def write_samples(models, world, diffusion_config, path, seed=0):
+    """A GIF with one sample per fixed prompt from models (common.Models, EMA weights), and the prompts beside it in
+    a .txt."""
     prompts = sample_prompts(world)
-    videos = generate(vae, text_encoder, dit, prompts, world.frames, world.height, world.width, seed=seed,
-                      **sampling_settings(diffusion_config))
+    videos = generate(models, prompts, world.frames, world.height, world.width, sampling_settings(diffusion_config),
+                      seed)
     write_text(os.path.splitext(path)[0] + ".txt", "".join(f"{i}: {p}\n" for i, p in enumerate(prompts)))
     common.save_video(path, common.video_grid(videos, columns=4))
 
@@ -426,8 +429,7 @@ def write_missing_samples(out_dir, world, diffusion_config, device):
     checkpoint (the GIF is written last, so its presence means both are there)."""
     path = os.path.join(out_dir, "samples.gif")
     if not os.path.exists(path):
-        vae, text_encoder, dit, _ = load_models(out_dir, device)
-        write_samples(vae, text_encoder, dit, world, diffusion_config, path)
+        write_samples(load_models(out_dir, device), world, diffusion_config, path)
 
 
 class LatentSource:
@@ -541,13 +543,38 @@ def dit_log_line(step, window, lr, train, flops_per_token, peak):
     return line + (f" | MFU {100 * flops_per_token * tokens / elapsed / peak:.1f}%" if peak else "")
 
 
-def log_loss_by_t(out_dir, bin_sums, bin_counts):
-    """The mean loss per timestep bin since the last such line ('-' for a bin no clip fell in)."""
-    means = [f"{s / c:.4f}" if c else "-" for s, c in zip(bin_sums.tolist(), bin_counts.tolist())]
-    log(out_dir, "dit loss by t: " + " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}" for i, m in enumerate(means)))
+class LossByT:
+    """The DiT's mean loss per timestep bin (4 bins over [0, 1]): summed on the device at every step, read (one
+    sync) only when logged."""
+
+    def __init__(self, device):
+        self.sums, self.counts = torch.zeros(4, device=device), torch.zeros(4, device=device)
+
+    def add(self, t, per_sample_loss):
+        sums, counts = diffusion.loss_per_bin(t, per_sample_loss)
+        self.sums, self.counts = self.sums + sums, self.counts + counts
+
+    def log(self, out_dir):
+        """Log the means since the last such line ('-' for a bin no clip fell in) and start over."""
+        means = [f"{s / c:.4f}" if c else "-" for s, c in zip(self.sums.tolist(), self.counts.tolist())]
+        bins = " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}" for i, m in enumerate(means))
+        log(out_dir, "dit loss by t: " + bins)
+        self.sums, self.counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
+
+
+def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
+    """(video tokens per clip, the log line that opens stage dit: sizes of the models, the latent and the run)."""
+    latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
+    tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
+    text_params = sum(p.numel() for p in text_encoder.parameters())
+    return tokens_per_clip, (f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
+                             f"{text_params / 1e6:.2f}M parameters, latent {latent_shape}, {tokens_per_clip} tokens "
+                             f"per clip, {steps} steps of {train.dit_batch_size} clips")
 
 
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
+    """Stage 2: the text encoder and DiT learn the rectified-flow velocity of the frozen VAE's latents; writes
+    out_dir/dit.pt (with EMA weights and every random stream) and samples.gif. Raises TrainingDiverged on NaN."""
     out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
     vae, vae_checkpoint = frozen_vae(train, world, vae_config, device)
     trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
@@ -562,16 +589,14 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     # ---- models, EMA copies and optimizer, from the checkpoint when resuming
     text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
+    ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
     start_step = 0
     if checkpoint is not None:
         start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
         log(out_dir, f"resuming {path} at step {start_step}")
-    latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
-    tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit_config.patch_size))
-    log(out_dir, f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
-                 f"{sum(p.numel() for p in text_encoder.parameters()) / 1e6:.2f}M parameters, latent {latent_shape}, "
-                 f"{tokens_per_clip} tokens per clip, {steps} steps of {train.dit_batch_size} clips")
+    tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
+    log(out_dir, header)
 
     loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
     started = time.perf_counter()
@@ -587,15 +612,14 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                                "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
                                "vae": trained_on, "rng": rng_state(generator)})
 
-    peak = peak_flops(device)
     # Training FLOPs per video token: forward + backward = 3x forward, captions of ~160 characters. The text
     # encoder's own FLOPs are left out, so the MFU printed is a slight underestimate.
-    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
+    peak, flops_per_token = peak_flops(device), 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
     dit.train(), text_encoder.train()
     window = StepWindow("dit", train, start_step)
-    bin_sums, bin_counts = torch.zeros(4, device=device), torch.zeros(4, device=device)
+    loss_by_t = LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
@@ -611,30 +635,27 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         optimizer.step()
         # Early in training the average should forget its random start quickly: warm the decay up.
         decay = min(train.ema_decay, (1 + step) / (10 + step))
-        update_ema(ema_dit, dit, decay)
-        update_ema(ema_text_encoder, text_encoder, decay)
-        sums, counts = diffusion.loss_per_bin(t, per_sample_loss)  # on the device, read at log time only
-        bin_sums, bin_counts = bin_sums + sums, bin_counts + counts
-        window.add([loss.detach(), grad_norm], tokens=latents[0, 0].numel() // math.prod(dit_config.patch_size)
-                   * latents.shape[0])  # B * L tokens
+        for ema_model, model in ((ema_dit, dit), (ema_text_encoder, text_encoder)):
+            update_ema(ema_model, model, decay)
+        loss_by_t.add(t, per_sample_loss)
+        window.add([loss.detach(), grad_norm], tokens=tokens_per_clip * len(latents))
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
             log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], train, flops_per_token, peak))
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
-            log_loss_by_t(out_dir, bin_sums, bin_counts)
-            bin_sums, bin_counts = torch.zeros_like(bin_sums), torch.zeros_like(bin_counts)
+            loss_by_t.log(out_dir)
         if (step + 1) % train.sample_every == 0 and step + 1 < steps:
-            write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config,
-                          os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
+            write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
             window.check(params)
             save(step + 1, {})
 
     window.check(params)
     save(steps, {})
-    write_samples(vae, ema_text_encoder, ema_dit, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
+    write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
     log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
-                 f"{len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} (prompts in samples.txt)")
+                 f"{len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} "
+                 "(prompts in samples.txt)")
 
 
 # ----------------------------------------------------------------------------------------------------------

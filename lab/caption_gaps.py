@@ -41,13 +41,14 @@ def caption_edit(motions, edit, rng):
 
 
 @torch.no_grad()
-def caption_gaps(vae, text_encoder, dit, world, n, seed=0, times=GAP_TIMES, batch_size=64, cache_dir=""):
+def caption_gaps(models, world, n, seed=0, times=GAP_TIMES, batch_size=64, cache_dir=""):
     """How much each part of the caption lowers the diffusion loss, per noise level t, without sampling: the first
     n val clips, each under the same noise with its own caption and with each of CAPTION_EDITS. Returns
     {"times", "loss": mean loss per t with the own caption, edit: {"gap": mean rise per t, "se": its standard
-    error}}. A gap near 0 at every t means the model ignores that part of the caption."""
+    error}}. A gap near 0 at every t means the model ignores that part of the caption. models: common.Models."""
     from diffusion import loss as diffusion_loss  # scoring videos needs no model files; this does
 
+    vae, text_encoder, dit = models.vae, models.text_encoder, models.dit
     real, scenes, _, _ = real_clips(world, "val", n, seed, cache_dir)
     device = next(dit.parameters()).device
     videos = data.to_model_range(real)  # (n, 1, F, H, W) in [-1, 1]
@@ -57,7 +58,7 @@ def caption_gaps(vae, text_encoder, dit, world, n, seed=0, times=GAP_TIMES, batc
     for edit in CAPTION_EDITS:
         edited = [caption_edit(s.motions, edit, np.random.default_rng([seed, i, 1])) for i, s in enumerate(scenes)]
         captions[edit] = [data.caption(m, np.random.default_rng([seed, i])) if m else "" for i, m in enumerate(edited)]
-    losses = {kind: torch.zeros(len(times), n) for kind in captions}  # (T, n) per kind
+    losses = {kind: torch.zeros(len(times), n) for kind in captions}  # (len(times), n) per kind
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):
         batch = slice(start, start + batch_size)
@@ -71,7 +72,7 @@ def caption_gaps(vae, text_encoder, dit, world, n, seed=0, times=GAP_TIMES, batc
                 losses[kind][k, batch] = diffusion_loss(velocity_fn, latents, t_batch, noise).cpu()
     report = {"times": list(times), "loss": losses["own"].mean(1).tolist()}
     for edit in CAPTION_EDITS:
-        rise = losses[edit] - losses["own"]  # (T, n): paired per clip, so clip-to-clip spread cancels
+        rise = losses[edit] - losses["own"]  # (len(times), n): paired per clip, so clip-to-clip spread cancels
         report[edit] = {"gap": rise.mean(1).tolist(), "se": (rise.std(1) / math.sqrt(n)).tolist()}
     return report
 
@@ -89,10 +90,11 @@ def caption_gap_table(report):
 
 def evaluate_caption_gaps(out_dir, n, device, seed=0, json_path=None):
     """caption_gaps of the checkpoints in out_dir (EMA weights), printed as a table (and written to json_path)."""
-    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
+    models = common.load_models(out_dir, device)
+    checkpoint = models.checkpoint
     world = data.WorldConfig(**checkpoint["config"]["world"])
     report = {"out_dir": out_dir, "n": n, "seed": seed, "step": checkpoint["step"],
-              **caption_gaps(vae, text_encoder, dit, world, n, seed, cache_dir=out_dir)}
+              **caption_gaps(models, world, n, seed, cache_dir=out_dir)}
     print(f"loss rise when the caption is edited: {n} val clips, {out_dir} at step {checkpoint['step']}\n")
     print(caption_gap_table(report))
     if json_path:

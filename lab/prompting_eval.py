@@ -72,11 +72,11 @@ def edited_motions(motions, kind, rng):
 @dataclass
 class PromptingRun:
     """What every mode of evaluate_prompting needs: the models, the clips the prompts are cut from, the settings."""
-    models: tuple  # (vae, text_encoder, dit), EMA weights
+    models: common.Models  # EMA weights
     world: data.WorldConfig
     config: EvalConfig
     classifier: torch.nn.Module
-    sampling: dict  # sample.py's steps, guidance_scale and shift, as the checkpoint trained them
+    sampling: common.Sampling  # steps, guidance scale and shift, as the checkpoint trained them
     device: torch.device
     n: int  # clips per mode
     seed: int
@@ -84,7 +84,7 @@ class PromptingRun:
     forward: int  # given frames when extending forwards, and backwards (sample.default_context)
     backward: int
     window: tuple  # (start, end): the given frames of connect and loop
-    clips: torch.Tensor  # (2n, 1, T, H, W) in [-1, 1], T = 2F - 1; the second n are the B clips of connect
+    clips: torch.Tensor  # (2n, 1, 2F - 1, H, W) in [-1, 1]; the second n are the B clips of connect
     scenes: list  # 2n data.Scene
     rng: np.random.Generator  # the captions' wording and the edits, drawn mode after mode
 
@@ -94,23 +94,23 @@ def prompting_run(out_dir, n, device, seed, config, frames):
     import sample
 
     device = torch.device(device)
-    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, device)
+    models = common.load_models(out_dir, device)
+    vae, checkpoint = models.vae, models.checkpoint
     world = data.WorldConfig(**checkpoint["config"]["world"])
     sampling = common.sampling_settings(DiffusionConfig(**checkpoint["config"]["diffusion"]))
     classifier, accuracy, _ = evaluation_networks(out_dir, world, config, device)
-    F_ = frames or world.frames
-    forward, backward = (sample.default_context(vae, F_, mode) for mode in ("forward", "backward"))
-    start, end = sample.default_context(vae, F_, "connect")
+    F = frames or world.frames
+    forward, backward = (sample.default_context(vae, F, mode) for mode in ("forward", "backward"))
+    start, end = sample.default_context(vae, F, "connect")
     # Clips twice the window long, so that every continuation has a ground truth to be compared with.
-    T = 2 * F_ - 1
-    long_world = replace(world, frames=T)
+    long_world = replace(world, frames=2 * F - 1)
     dataset = data.MovingDigits(long_world, "val", seed=seed, glyph_cache=out_dir)
     items = [dataset[i] for i in range(2 * n)]  # the second n are the B clips of connect
-    clips = data.to_model_range(torch.stack([item["video"] for item in items])).to(device)  # (2n, 1, T, H, W)
+    clips = data.to_model_range(torch.stack([item["video"] for item in items])).to(device)  # (2n, 1, 2F - 1, H, W)
     scenes = [item["scene"] for item in items]
-    run = PromptingRun((vae, text_encoder, dit), world, config, classifier, sampling, device, n, seed, F_, forward,
+    run = PromptingRun(models, world, config, classifier, sampling, device, n, seed, F, forward,
                        backward, (start, end), clips, scenes, np.random.default_rng(seed))
-    report = {"out_dir": out_dir, "n": n, "seed": seed, "frames": F_, "world": asdict(world),
+    report = {"out_dir": out_dir, "n": n, "seed": seed, "frames": F, "world": asdict(world),
               "classifier_accuracy": accuracy,
               "context": {"forward": forward, "backward": backward, "connect": [start, end]}, "modes": {}}
     return run, report
@@ -154,42 +154,42 @@ def given_frame_modes(run, modes):
     """animate, extend forward, extend backward and connect: are the given frames kept, does the world go on?"""
     import sample
 
-    models, sampling, seed, n, F_, rng = run.models, run.sampling, run.seed, run.n, run.frames, run.rng
+    models, sampling, seed, n, F, rng = run.models, run.sampling, run.seed, run.n, run.frames, run.rng
     clips, scenes, forward, backward, (start, end) = run.clips, run.scenes, run.forward, run.backward, run.window
-    k, T = models[0].config.temporal_factor, clips.shape[2]
+    s = models.vae.config.temporal_factor  # the clips are 2F - 1 frames long
     # ---- animate: frame 0 of each clip, the caption of its first F frames
-    prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[:n]]
-    source = clips[:n, :, :F_].cpu()
-    videos = batches(run, lambda i: sample.animate(models, clips[i, :, :1], prompts[i], F_, seed=seed + i.start,
-                                                   **sampling))
-    modes["animate"] = world_row(run, videos, prompts, truth(run, 0, F_), slice(1, 1 + k), slice(1, F_),
+    prompts = [span_caption(scene, 0, F, rng) for scene in scenes[:n]]
+    source = clips[:n, :, :F].cpu()
+    videos = batches(run, lambda i: sample.animate(models, clips[i, :, :1], prompts[i], F, sampling=sampling,
+                                                   seed=seed + i.start))
+    modes["animate"] = world_row(run, videos, prompts, truth(run, 0, F), slice(1, 1 + s), slice(1, F),
                                  (slice(0, 1), slice(0, 1)), source)
     # ---- extend forward: the first F frames are the input; output frames F .. 2F - forward - 1 are new
-    length = 2 * F_ - forward
+    length = 2 * F - forward
     prompts = [span_caption(scene, 0, length, rng) for scene in scenes[:n]]
-    videos = batches(run, lambda i: sample.extend(models, clips[i, :, :F_], prompts[i], F_, "forward", forward,
-                                                  seed=seed + i.start, **sampling))
-    modes["extend forward"] = world_row(run, videos, prompts, truth(run, 0, length), slice(F_, F_ + k),
-                                        slice(F_, length), (slice(F_ - forward, F_), slice(F_ - forward, F_)),
+    videos = batches(run, lambda i: sample.extend(models, clips[i, :, :F], prompts[i], F, "forward", forward,
+                                                  sampling=sampling, seed=seed + i.start))
+    modes["extend forward"] = world_row(run, videos, prompts, truth(run, 0, length), slice(F, F + s),
+                                        slice(F, length), (slice(F - forward, F), slice(F - forward, F)),
                                         source)
     # ---- extend backward: the last F frames are the input; the F - backward frames before them are new
-    length, skip = 2 * F_ - backward, T - (2 * F_ - backward)
-    prompts = [span_caption(scene, skip, T, rng) for scene in scenes[:n]]
-    source = clips[:n, :, T - F_:].cpu()
-    new = F_ - backward  # output frames 0 .. new - 1 are generated, new .. F - 1 are the given start of the input
-    videos = batches(run, lambda i: sample.extend(models, clips[i, :, T - F_:], prompts[i], F_, "backward", backward,
-                                                  seed=seed + i.start, **sampling))
-    modes["extend backward"] = world_row(run, videos, prompts, truth(run, skip, T), slice(max(0, new - k), new),
-                                         slice(0, new), (slice(new, F_), slice(0, backward)), source)
+    length, skip = 2 * F - backward, backward - 1  # the clips' last `length` frames
+    prompts = [span_caption(scene, skip, 2 * F - 1, rng) for scene in scenes[:n]]
+    source = clips[:n, :, F - 1:].cpu()
+    new = F - backward  # output frames 0 .. new - 1 are generated, new .. F - 1 are the given start of the input
+    videos = batches(run, lambda i: sample.extend(models, clips[i, :, F - 1:], prompts[i], F, "backward", backward,
+                                                  sampling=sampling, seed=seed + i.start))
+    modes["extend backward"] = world_row(run, videos, prompts, truth(run, skip, 2 * F - 1), slice(max(0, new - s), new),
+                                         slice(0, new), (slice(new, F), slice(0, backward)), source)
     # ---- connect: clip A's first F frames, then clip B's; only the given frames have a truth here
-    prompts = [span_caption(scene, 0, F_, rng) for scene in scenes[n:]]  # the clip it ends in
-    videos = batches(run, lambda i: sample.connect(models, clips[i, :, :F_], clips[n + i.start:n + i.stop, :, :F_],
-                                                   prompts[i], F_, (start, end), seed=seed + i.start, **sampling))
-    a, b = clips[:n, :, :F_].cpu(), clips[n:, :, :F_].cpu()
+    prompts = [span_caption(scene, 0, F, rng) for scene in scenes[n:]]  # the clip it ends in
+    videos = batches(run, lambda i: sample.connect(models, clips[i, :, :F], clips[n + i.start:n + i.stop, :, :F],
+                                                   prompts[i], F, (start, end), sampling=sampling, seed=seed + i.start))
+    a, b = clips[:n, :, :F].cpu(), clips[n:, :, :F].cpu()
     # The output is a[:F - start], the window (a's last `start` frames, new ones, b's first `end`), b[end:].
-    given_out = torch.cat([videos[:, :, F_ - start:F_], videos[:, :, 2 * F_ - start - end:2 * F_ - start]], 2)
-    given_in = torch.cat([a[:, :, F_ - start:], b[:, :, :end]], 2)
-    given_vae = torch.cat([recon(run, a)[:, :, F_ - start:], recon(run, b)[:, :, :end]], 2)
+    given_out = torch.cat([videos[:, :, F - start:F], videos[:, :, 2 * F - start - end:2 * F - start]], 2)
+    given_in = torch.cat([a[:, :, F - start:], b[:, :, :end]], 2)
+    given_vae = torch.cat([recon(run, a)[:, :, F - start:], recon(run, b)[:, :, :end]], 2)
     modes["connect"] = {"clips": n, "given_psnr": psnr(given_out, given_in), "vae_psnr": psnr(given_vae, given_in)}
 
 
@@ -197,17 +197,17 @@ def edit_modes(run, modes, strengths):
     """edit: change the first digit, or its direction, in the caption of a real clip; SDEdit at each strength."""
     import sample
 
-    models, sampling, seed, n, F_, rng = run.models, run.sampling, run.seed, run.n, run.frames, run.rng
+    models, sampling, seed, n, F, rng = run.models, run.sampling, run.seed, run.n, run.frames, run.rng
     config = run.config
-    source = run.clips[:n, :, :F_]
+    source = run.clips[:n, :, :F]
     for kind in ("digit", "direction"):
         asked = [edited_motions(scene.motions, kind, rng) for scene in run.scenes[:n]]
         prompts = [data.caption(motions, rng) for motions in asked]
         for strength in strengths:
-            videos = batches(run, lambda i: sample.edit(models, source[i], prompts[i], strength, seed=seed + i.start,
-                                                        **sampling))
+            videos = batches(run, lambda i: sample.edit(models, source[i], prompts[i], strength,
+                                                        sampling=sampling, seed=seed + i.start))
             row = {"clips": n, **summarize(score_videos(videos, asked, run.world, run.classifier, config))}
-            row["source_position_error"] = float(position_errors(videos, truth(run, 0, F_), config,
+            row["source_position_error"] = float(position_errors(videos, truth(run, 0, F), config,
                                                                  run.world.digit_size).mean())
             modes[f"edit {kind} @ {strength}"] = row
 
@@ -230,12 +230,12 @@ def loop_mode(run, modes):
     """loop: how far the ink jumps from the last frame to the first, against its typical frame-to-frame move."""
     import sample
 
-    n, F_, world, threshold = run.n, run.frames, run.world, run.config.threshold
-    prompts = [span_caption(scene, 0, F_, run.rng) for scene in run.scenes[:n]]
-    videos = batches(run, lambda i: sample.loop(run.models, prompts[i], F_, world.height, world.width, run.window,
-                                                seed=run.seed + i.start, **run.sampling))
+    n, F, world, threshold = run.n, run.frames, run.world, run.config.threshold
+    prompts = [span_caption(scene, 0, F, run.rng) for scene in run.scenes[:n]]
+    videos = batches(run, lambda i: sample.loop(run.models, prompts[i], F, world.height, world.width, run.window,
+                                                sampling=run.sampling, seed=run.seed + i.start))
     modes["loop"] = {"clips": n, "seam_ratio": seam_ratio(videos, threshold),
-                     "seam_ratio_real": seam_ratio(run.clips[:n, :, :F_], threshold),
+                     "seam_ratio_real": seam_ratio(run.clips[:n, :, :F], threshold),
                      **summarize(score_videos(videos, prompts, world, run.classifier, run.config))}
 
 

@@ -239,13 +239,13 @@ def test_caption_gaps_are_paired_and_vanish_for_a_model_blind_to_the_caption(tmp
     assert "| direction reversed | " in capsys.readouterr().out
     assert json.loads(open(f"{out_dir}/gaps.json").read())["step"] == 1
 
-    vae, text_encoder, dit, checkpoint = common.load_models(out_dir, torch.device("cpu"))
-    world = data.WorldConfig(**checkpoint["config"]["world"])
+    models = common.load_models(out_dir, torch.device("cpu"))
+    dit, world = models.dit, data.WorldConfig(**models.checkpoint["config"]["world"])
     torch.manual_seed(0)
     with torch.no_grad():  # a DiT that reads all its inputs (after 1 step it is close to its zero output)
         for param in dit.parameters():
             param.normal_(0, 0.1)
-    gaps = lambda: caption_gaps.caption_gaps(vae, text_encoder, dit, world, 6, times=(0.5, 0.9), batch_size=4)
+    gaps = lambda: caption_gaps.caption_gaps(models, world, 6, times=(0.5, 0.9), batch_size=4)
     report = gaps()
     assert all(max(abs(g) for g in report[edit]["gap"]) > 1e-6 for edit in caption_gaps.CAPTION_EDITS)
     with torch.no_grad():  # cut both ways the caption enters: the pooled vector and the cross-attention

@@ -30,8 +30,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(trained):
-    vae, text_encoder, dit, _ = common.load_models(trained, CPU)
-    return vae, text_encoder, dit
+    return common.load_models(trained, CPU)
 
 
 def clip(frames, seed=0, index=0):
@@ -108,7 +107,7 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
 
 
 def test_encode_given_maps_pixels_to_whole_latent_frames(models):
-    vae = models[0]
+    vae = models.vae
     video, _ = clip(9)
     whole = vae.encode_latents(video)  # (1, c, 3, h, w)
     # The causal encoder: a clip's first 1 + 4m frames alone give exactly its first 1 + m latent frames.
@@ -132,34 +131,34 @@ def test_encode_given_maps_pixels_to_whole_latent_frames(models):
 
 
 def test_modes_keep_the_given_frames_and_have_the_right_length(models):
-    vae, sampling = models[0], dict(steps=2, guidance_scale=2.0)
+    vae, sampling = models.vae, common.Sampling(steps=2, guidance_scale=2.0)
     video, _ = clip(13)
-    image = sample.animate(models, video[:, :, :1], ["a 3 moves left"], 9, **sampling)
+    image = sample.animate(models, video[:, :, :1], ["a 3 moves left"], 9, sampling=sampling)
     assert image.shape == (1, 1, 9, 32, 32)
     # The given first frame comes back as the VAE decodes it on its own: the causal decoder sees nothing else.
     alone = vae.decode_latents(vae.encode_latents(video[:, :, :1]))
     torch.testing.assert_close(image[:, :, :1], alone.clamp(-1, 1), atol=1e-4, rtol=0)
 
-    forward = sample.extend(models, video, ["a 3"], 9, "forward", 5, **sampling)
+    forward = sample.extend(models, video, ["a 3"], 9, "forward", 5, sampling=sampling)
     assert forward.shape[2] == 13 - 5 + 9 and torch.equal(forward[:, :, :8], video[:, :, :8])  # the input is kept
-    backward = sample.extend(models, video, ["a 3"], 9, "backward", 4, **sampling)
+    backward = sample.extend(models, video, ["a 3"], 9, "backward", 4, sampling=sampling)
     assert backward.shape[2] == 9 + 13 - 4 and torch.equal(backward[:, :, 9:], video[:, :, 4:])
     first, second = video[:, :, :9], clip(9, index=1)[0]
-    joined = sample.connect(models, first, second, ["a 3"], 9, (1, 4), **sampling)
+    joined = sample.connect(models, first, second, ["a 3"], 9, (1, 4), sampling=sampling)
     assert joined.shape[2] == 8 + 9 + 5 and torch.equal(joined[:, :, :8], first[:, :, :8])
     assert torch.equal(joined[:, :, -5:], second[:, :, 4:])
-    edited = sample.edit(models, video[:, :, :9], ["a 6"], 0.5, **sampling)
+    edited = sample.edit(models, video[:, :, :9], ["a 6"], 0.5, sampling=sampling)
     assert edited.shape == (1, 1, 9, 32, 32)
-    looped = sample.loop(models, ["a 3", "a 4"], 9, 32, 32, **sampling)
+    looped = sample.loop(models, ["a 3", "a 4"], 9, 32, 32, sampling=sampling)
     assert looped.shape == (2, 1, 9 - 1 + 9 - 4, 32, 32)  # the clip, then the transition back to its start
     with pytest.raises(ValueError, match="strength must be in"):
-        sample.edit(models, video[:, :, :9], ["a 6"], 0.0, **sampling)
+        sample.edit(models, video[:, :, :9], ["a 6"], 0.0, sampling=sampling)
 
 
 def test_sdedit_strength_sets_how_much_of_the_video_is_kept(models):
     video = clip(9)[0]
-    recon = models[0].decode_latents(models[0].encode_latents(video)).clamp(-1, 1)
-    change = [(sample.edit(models, video, ["a 6"], s, steps=4) - recon).abs().mean().item() for s in (0.02, 1.0)]
+    recon = models.vae.decode_latents(models.vae.encode_latents(video)).clamp(-1, 1)
+    change = [(sample.edit(models, video, ["a 6"], s, sampling=common.Sampling(steps=4)) - recon).abs().mean().item() for s in (0.02, 1.0)]
     assert change[0] < 0.02 < change[1]  # almost nothing at t = 0.02; strength 1 redraws from noise
 
 

@@ -279,15 +279,15 @@ def test_vae_encode_names_the_rule_and_the_fix(trained, video, error, message):
 
 
 def test_generate_refuses_empty_prompts_and_zero_steps(trained):
-    vae, text_encoder, dit, _ = common.load_models(trained, CPU)
+    models = common.load_models(trained, CPU)
     with pytest.raises(ValueError, match="non-empty list of strings"):
-        sample.generate(vae, text_encoder, dit, [], 5, 32, 32)
+        sample.generate(models, [], 5, 32, 32)
     with pytest.raises(ValueError, match="non-empty list of strings"):
-        sample.generate(vae, text_encoder, dit, "a 3", 5, 32, 32)
+        sample.generate(models, "a 3", 5, 32, 32)
     with pytest.raises(ValueError, match="steps must be at least 1"):
-        sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=0)
+        sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(steps=0))
     with pytest.raises(ValueError, match="guidance_scale must be finite"):
-        sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=1, guidance_scale=float("nan"))
+        sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(1, float("nan")))
 
 
 # ----------------------------------------------------------------------------------------------------------

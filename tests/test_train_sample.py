@@ -55,13 +55,13 @@ def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
 
 
 def test_sample_is_reproducible_and_guidance_one_skips_the_unconditional_pass(trained):
-    vae, text_encoder, dit, _ = common.load_models(trained, torch.device("cpu"))
-    a = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
-    b = sample.generate(vae, text_encoder, dit, ["a 3"], 5, 32, 32, steps=2, guidance_scale=3.0, seed=1)
+    models = common.load_models(trained, torch.device("cpu"))
+    a = sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(steps=2, guidance_scale=3.0), seed=1)
+    b = sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(steps=2, guidance_scale=3.0), seed=1)
     assert torch.equal(a, b) and a.shape == (1, 1, 5, 32, 32)
     calls = []
-    dit.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    sample.generate(vae, text_encoder, dit, ["a 3", "a 4"], 5, 32, 32, steps=2, guidance_scale=1.0)
+    models.dit.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    sample.generate(models, ["a 3", "a 4"], 5, 32, 32, common.Sampling(steps=2, guidance_scale=1.0))
     assert calls == [2, 2]  # no doubled (unconditional) batch at scale 1
 
 
