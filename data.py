@@ -15,6 +15,7 @@ Moving MNIST: Srivastava et al., arXiv:1502.04681. Sora: "Video generation model
 Coordinates are (x, y) in pixels, x to the right and y down; a digit's position is its glyph's top-left corner.
 """
 
+import difflib
 import gzip
 import os
 import re
@@ -404,6 +405,40 @@ def render(scene, glyph_images, frames, height, width):
     return video
 
 
+def motion_field(scene, glyph_images, frames, height, width):
+    """The exact motion of a scene, pixel by pixel: (2, F, H, W) float32, the (x, y) velocity in pixels per frame
+    of the digit whose ink is at each pixel, weighted by that ink (0..1), and 0 on the background. Painted as
+    `render` paints (where digits cross, the brighter ink and so its digit's velocity wins), so it lines up
+    with the video exactly. It is the optical flow that VideoJAM (Chefer et al., arXiv:2502.02492) estimates with
+    a flow network, here known exactly; train.py's --motion-scale makes the DiT denoise it beside the video."""
+    ink = np.zeros((frames, height, width), np.uint8)
+    field = np.zeros((2, frames, height, width), np.float32)
+    size = scene.digit_size
+    for n, glyph in enumerate(glyph_images[scene.glyphs]):
+        weight = glyph.astype(np.float32) / 255
+        for f, (x, y) in enumerate(scene.positions[:, n]):
+            patch = ink[f, y:y + size, x:x + size]
+            wins = glyph > patch  # (size, size): pixels where this digit's ink is on top
+            np.copyto(patch, glyph, where=wins)
+            for axis in range(2):
+                np.copyto(field[axis, f, y:y + size, x:x + size], scene.velocities[f, n, axis] * weight, where=wins)
+    return field
+
+
+def motion_on_latent_grid(fields, temporal_factor, spatial_factor):
+    """Pixel motion fields (B, 2, F, H, W) -> (B, 2, f, h, w) on the grid of a causal video VAE: each latent cell
+    gets the mean motion of the pixels it encodes. Latent frame 0 holds pixel frame 0 alone, latent frame j >= 1
+    pixel frames s (j - 1) + 1 .. s j (s = temporal_factor), as in vae.py; F must be 1 + s m."""
+    B, _, num_frames, H, W = fields.shape
+    s = temporal_factor
+    if (num_frames - 1) % s:
+        raise ValueError(f"frames must be 1 + {s}m for temporal factor {s}: got {num_frames}")
+    first = fields[:, :, :1]  # (B, 2, 1, H, W)
+    rest = fields[:, :, 1:].reshape(B, 2, (num_frames - 1) // s, s, H, W).mean(3)  # (B, 2, f - 1, H, W)
+    grouped = torch.cat([first, rest], 2)  # (B, 2, f, H, W)
+    return F.avg_pool3d(grouped, (1, spatial_factor, spatial_factor))  # (B, 2, f, h, w)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Captions: many phrasings of the ground truth, and `parse`, which reads any of them back
 
@@ -424,6 +459,7 @@ FILLER_WORDS = {"moves", "moving", "drifts", "drifting", "travels", "travelling"
                 "and", "while", "to", "toward", "towards", "diagonally", "at", "pace", "off", "from", "of",
                 "wall", "walls", "edge", "edges", "any", "in", "frame", "its", "it", "then", "with"}
 PUNCTUATION = set(",;.:!")
+SENTENCE_BREAKS = set(";.!")  # what ends one digit's words in a caption of several
 VOCABULARY = (set(map(str, range(10))) | set(DIGIT_NAMES) | HORIZONTAL_WORDS.keys() | VERTICAL_WORDS.keys()
               | SPEED_WORDS.keys() | STILL_WORDS | BOUNCE_WORDS | NEGATION_WORDS | NOUN_WORDS | FILLER_WORDS)
 
@@ -546,26 +582,47 @@ def longest_caption(config):
     return _sentence([clause] * count, [max(_JOINS, key=len)] * (count - 1))
 
 
-def _tokens(text):
+def _tokens(text, skip_unknown=False):
+    """Words, digits and punctuation of text, lower-cased. Characters no caption uses are a ValueError, or with
+    skip_unknown=True separate words like spaces."""
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-") | PUNCTUATION
     bad = [c for c in text.lower() if c not in allowed and not c.isspace()]
-    if bad:
+    if bad and skip_unknown:
+        text = "".join(" " if c in bad else c for c in text.lower())
+    elif bad:
         raise ValueError(f"caption {text!r} contains {''.join(dict.fromkeys(bad))!r}; use letters, digits, "
                          f"spaces, hyphens and {''.join(sorted(PUNCTUATION))}")
     return re.findall(r"[a-z]+|[0-9]|[" + re.escape("".join(PUNCTUATION)) + "]", text.lower())
 
 
-def parse(text):
+def unknown_words(text):
+    """The words of text that no training caption uses, in order of first use (characters no caption uses
+    separate words)."""
+    tokens = _tokens(text, skip_unknown=True)
+    return list(dict.fromkeys(t for t in tokens if t not in VOCABULARY and t not in PUNCTUATION))
+
+
+def nearest_words(word, n=3):
+    """The n words of the caption vocabulary spelled most like `word` (difflib's ratio): the text encoder reads
+    characters, so these are the words an unknown one is closest to for it."""
+    return difflib.get_close_matches(word, sorted(VOCABULARY), n=n, cutoff=0.0)
+
+
+def parse(text, skip_unknown=False):
     """Read a caption back into a list of DigitMotion, one per digit mentioned, in order.
 
     Each digit owns the words from its mention (with any article or adjective just before it, as in "a fast 7")
-    up to the next digit's. Attributes a caption leaves out are None, so short prompts ("a 3 and a 7") parse too.
+    up to the next digit's; words before the first digit, or after the last sentence break before a digit, belong
+    to it ("Rightward goes the 3; left goes a 4"). Attributes a caption leaves out are None, so short prompts
+    ("a 3 and a 7") parse too. A word or character outside the caption vocabulary is a
+    ValueError, or with skip_unknown=True is left out.
     """
-    tokens = _tokens(text)
-    unknown = sorted({t for t in tokens if t not in VOCABULARY and t not in PUNCTUATION})
-    if unknown:
-        raise ValueError(f"unknown word(s) {unknown} in {text!r}; the caption vocabulary is: "
+    tokens = _tokens(text, skip_unknown)
+    unknown = unknown_words(text)
+    if unknown and not skip_unknown:
+        raise ValueError(f"unknown word(s) {sorted(unknown)} in {text!r}; the caption vocabulary is: "
                          + " ".join(sorted(VOCABULARY, key=lambda w: (len(w) > 1, w))))
+    tokens = [t for t in tokens if t not in unknown]
     is_digit = [t.isdigit() or t in DIGIT_NAMES for t in tokens]
     starts = []
     for i in np.flatnonzero(is_digit):
@@ -575,6 +632,10 @@ def parse(text):
         starts.append(int(i))
     if not starts:
         raise ValueError(f"no digit in {text!r}; name at least one digit (0-9 or zero-nine)")
+    starts[0] = 0
+    for k in range(1, len(starts)):  # after a sentence break, "...; left goes a 4": the words before 4 are its own
+        breaks = [i for i in range(starts[k - 1] + 1, starts[k]) if tokens[i] in SENTENCE_BREAKS]
+        starts[k] = breaks[-1] + 1 if breaks else starts[k]
     motions = []
     for start, end in zip(starts, starts[1:] + [len(tokens)]):
         clause = tokens[start:end]
@@ -604,14 +665,19 @@ def expand_prompt(prompt, rng, config=None):
     a language model. Our grammar is known, so `parse` reads what the user said and everything left out is drawn
     at random from `rng`, as the training data draws it: a direction (or still, with config.still_prob), a speed,
     and whether the digit bounces. An empty prompt gets the world's random digits too. What the user said is
-    kept: parse(expanded) agrees with parse(prompt) wherever the prompt is not None.
+    kept: parse(expanded) agrees with parse(prompt) wherever the prompt is not None. Words outside the caption
+    vocabulary are left out (see unknown_words); a prompt that already says everything in known words is
+    returned as it is.
 
         expand_prompt("a 3 and a 7", np.random.default_rng(0))
         -> e.g. 'The digit 3 moves down quickly, never touching a wall, and a 7 drifts left slowly and hits a wall.'
     """
     config = config or WorldConfig()
     if prompt.strip():
-        asked = parse(prompt)  # an unknown word, or no digit named, is an error that says what is accepted
+        asked = parse(prompt, skip_unknown=True)  # no digit named is an error that says what is accepted
+        complete = all(m.direction == STILL or None not in (m.direction, m.speed, m.bounces) for m in asked)
+        if complete and not unknown_words(prompt):
+            return prompt
     else:
         count = rng.integers(config.min_digits, config.max_digits + 1)
         asked = [DigitMotion(int(d)) for d in rng.integers(10, size=count)]
@@ -638,10 +704,11 @@ class MovingDigits(Dataset):
     """Captioned moving-digit videos. Item i is a pure function of (seed, split, i), so any DataLoader worker
     can make any item, a resumed run sees the same stream, and `length` only sets what an epoch means."""
 
-    def __init__(self, config=None, split="train", seed=0, length=10**9, glyph_cache=""):
+    def __init__(self, config=None, split="train", seed=0, length=10**9, glyph_cache="", motion=False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}: got {split!r}")
         self.config, self.split, self.seed, self.length = config or WorldConfig(), split, seed, length
+        self.motion = motion  # items also carry 'motion': motion_field, (2, F, H, W)
         bank = glyph_bank(self.config, glyph_cache)["train" if split == "train" else "test"]
         self.glyph_images, self.glyph_labels, self.glyphs_by_digit = bank
 
@@ -657,8 +724,11 @@ class MovingDigits(Dataset):
 
     def __getitem__(self, index):
         scene, text = self.scene(index)
-        video = render(scene, self.glyph_images, self.config.frames, self.config.height, self.config.width)
-        return {"video": torch.from_numpy(video), "caption": text, "scene": scene}
+        size = (self.config.frames, self.config.height, self.config.width)
+        item = {"video": torch.from_numpy(render(scene, self.glyph_images, *size)), "caption": text, "scene": scene}
+        if self.motion:
+            item["motion"] = torch.from_numpy(motion_field(scene, self.glyph_images, *size))
+        return item
 
 
 def to_model_range(videos):
@@ -667,10 +737,14 @@ def to_model_range(videos):
 
 
 def collate(items):
-    """Batch dataset items: {'video': (B, 1, F, H, W) float in [-1, 1], 'caption': [str], 'scene': [Scene]}."""
+    """Batch dataset items: {'video': (B, 1, F, H, W) float in [-1, 1], 'caption': [str], 'scene': [Scene]}, and
+    'motion' (B, 2, F, H, W) when the items carry it."""
     videos = torch.stack([item["video"] for item in items])  # (B, F, H, W) uint8
-    return {"video": to_model_range(videos), "caption": [item["caption"] for item in items],
-            "scene": [item["scene"] for item in items]}
+    batch = {"video": to_model_range(videos), "caption": [item["caption"] for item in items],
+             "scene": [item["scene"] for item in items]}
+    if "motion" in items[0]:
+        batch["motion"] = torch.stack([item["motion"] for item in items])  # (B, 2, F, H, W)
+    return batch
 
 
 # ----------------------------------------------------------------------------------------------------------

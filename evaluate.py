@@ -8,9 +8,11 @@ digits world (data.py) every rule is known, so each failure becomes a number:
 - a digit classifier, trained on the world's glyphs, names each digit it is shown;
 - a tracker finds the digits in every frame (connected pieces of ink, a broken digit's pieces grouped back into
   one) and links them over time, carrying a digit through the frames where it overlaps another;
-- per video, then averaged over prompts from the training distribution (`val`) and over held-out (digit,
-  direction) pairs (`holdout`): identity, motion (direction and speed), count (nothing appears or vanishes),
-  persistence (no morphing) and physics (constant velocity, elastic bounces at the walls);
+- per video, then averaged over prompts from the training distribution (`val`), over held-out (digit,
+  direction) pairs (`holdout`), and over the prompts users type for the `val` scenes: short ones (`short`) and
+  paraphrases in words and orders the captions never use (`paraphrase`), expanded as sample.py does: identity,
+  motion (direction and speed), count (nothing appears or vanishes), persistence (no morphing) and physics
+  (constant velocity, elastic bounces at the walls);
 - an FVD-style Frechet distance (FVD: Unterthiner et al., arXiv:1812.01717; FID: Heusel et al., arXiv:1706.08500)
   on the features of a tiny video encoder trained on this world instead of I3D: comparable only within this
   world, with a floor set by real clips against real clips.
@@ -26,7 +28,7 @@ tests/test_evaluate.py checks it).
     python evaluate.py --out-dir out --caption-gaps --n 192          # which caption words the model reads, per t
 
 This file is the command line and the report; the measuring tools live in lab/: glyph_classifier.py, tracker.py,
-scoring.py (the metrics), fvd.py, calibration.py, caption_gaps.py and prompting_eval.py.
+scoring.py (the metrics), fvd.py, calibration.py, caption_gaps.py, prompt_sets.py and prompting_eval.py.
 """
 
 import argparse
@@ -43,6 +45,7 @@ import data
 from lab.calibration import calibration_table, evaluation_networks, real_clips
 from lab.caption_gaps import evaluate_caption_gaps
 from lab.fvd import frechet_distance, video_features
+from lab.prompt_sets import paraphrase_prompt, short_prompt
 from lab.prompting_eval import evaluate_prompting
 from lab.scoring import EvalConfig, score_videos, summarize
 
@@ -63,10 +66,29 @@ def markdown_table(rows, first_column, columns=COLUMNS):
 # Entry points: checkpoints -> samples -> scores; videos on disk -> scores; the calibration table
 
 
-def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None):
-    """Sample n clips per split from the checkpoints in out_dir, score them, print a table; return the report
-    (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of `holdout`,
-    and the FVD compares the samples, and as its floor those scenes' real clips, with n other real clips."""
+SPLITS = ("val", "holdout", "short", "paraphrase")
+
+
+def split_prompts(world, split, n, seed, cache_dir, expand=True):
+    """(real clips (n, F, H, W) uint8, what each prompt asks (DigitMotion lists), the prompts sampled, the prompts
+    typed) for a split. `val` and `holdout` prompt with their scenes' captions; `short` and `paraphrase` with
+    prompts written from the `val` scenes (lab/prompt_sets.py), expanded as sample.py expands them by default
+    (expand=False: sampled as typed), and scored against what was typed (unknown words left out)."""
+    real, scenes, captions, _ = real_clips(world, "val" if split in ("short", "paraphrase") else split, n, seed,
+                                           cache_dir)
+    if split in ("val", "holdout"):
+        return real, [scene.motions for scene in scenes], captions, captions
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    typed = [short_prompt(s.motions) if split == "short" else paraphrase_prompt(s.motions, rng) for s in scenes]
+    sampled = [data.expand_prompt(p, rng, world) for p in typed] if expand else typed
+    return real, [data.parse(p, skip_unknown=True) for p in typed], sampled, typed
+
+
+def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None, expand=True, splits=SPLITS):
+    """Sample n clips per split (of SPLITS) from the checkpoints in out_dir, score them, print a table; return the
+    report (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of
+    `holdout`, and short prompts and paraphrases of the `val` scenes (split_prompts); the FVD compares the samples,
+    and as its floor those scenes' real clips, with n other real clips."""
     import sample  # only this entry point needs the generative models
     from diffusion import DiffusionConfig
 
@@ -79,18 +101,20 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
     report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
               "classifier_accuracy": accuracy, "splits": {}}
-    for split in ("val", "holdout"):
-        real, scenes, prompts, _ = real_clips(world, split, n, seed, out_dir)
+    for split in splits:
+        real, asked, prompts, typed = split_prompts(world, split, n, seed, out_dir, expand)
         videos = torch.cat([sample.generate(models, prompts[i:i + config.batch_size], world.frames, world.height,
                                             world.width, sampling, seed + i).cpu()
                             for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
         started = time.perf_counter()
-        results = score_videos(videos, [scene.motions for scene in scenes], world, classifier, config)
-        reference = video_features(encoder, real_clips(world, split, n, seed + 1, out_dir)[0])
+        results = score_videos(videos, asked, world, classifier, config)
+        reference_split = "holdout" if split == "holdout" else "val"
+        reference = video_features(encoder, real_clips(world, reference_split, n, seed + 1, out_dir)[0])
         summary = {**summarize(results), "fvd": frechet_distance(video_features(encoder, videos), reference),
                    "fvd_real": frechet_distance(video_features(encoder, real), reference),
                    "score_seconds": time.perf_counter() - started}
-        report["splits"][split] = {**summary, "videos": [{"prompt": p, **r} for p, r in zip(prompts, results)]}
+        report["splits"][split] = {**summary, "videos": [{"typed": t, "prompt": p, **r}
+                                                         for t, p, r in zip(typed, prompts, results)]}
     print(markdown_table(report["splits"], "split", COLUMNS + ("fvd_real",)))
     if json_path:
         common.write_json(json_path, report)
@@ -178,6 +202,10 @@ def main(argv=None):
                         "caption's direction or digit is changed, per noise level (no sampling; fast)")
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.7, 0.9],
                         help="--prompting: the SDEdit strengths to measure")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
+                        help="the prompt sets to sample and score (default: all)")
+    parser.add_argument("--no-expand", action="store_true", help="sample the short and paraphrase splits' prompts "
+                        "as typed, without sample.py's default prompt expansion")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     common.add_config_flags(parser, EvalConfig)
     common.add_config_flags(parser, data.WorldConfig, "world-")
@@ -196,7 +224,8 @@ def main(argv=None):
         evaluate_prompting(args.out_dir, args.n, device, config.seed, args.json or None, config, args.strengths)
         return
     if not (args.videos or args.calibrate):
-        evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config)
+        evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config,
+                             expand=not args.no_expand, splits=args.splits)
         return
     world = world_of(args.out_dir, common.config_from_args(data.WorldConfig, args, "world-"))
     classifier, accuracy, encoder = evaluation_networks(args.out_dir, world, config, device)

@@ -17,7 +17,9 @@ with some latent frames given clean (train.py, given_prob), so it continues what
     python sample.py --edit clip.gif --strength 0.7 --prompt "a 6 moves left slowly"         # SDEdit
     python sample.py --connect a.gif b.gif --prompt "..."                                    # a transition
     python sample.py --loop --prompt "a 2 moves up quickly"                                  # a seamless loop
-    python sample.py --expand --prompt "a 3"                       # prompt expansion into a full caption
+
+A short prompt ("a 3 moves left") is expanded into a dense caption of the kind the model trained on, as Sora does
+(the expansion is printed; --no-expand samples the prompt as written).
 """
 
 import math
@@ -70,11 +72,18 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     steps, guidance_scale, shift = sampling
     device = next(dit.parameters()).device
     B = len(prompts)
-    latent_shape = vae.latent_shape(frames, height, width)  # (c, f, h, w)
-    noise = torch.randn((B, *latent_shape), generator=torch.Generator().manual_seed(seed)).to(device)
+    c, f, h, w = vae.latent_shape(frames, height, width)
+    # A DiT trained with the motion target (train.py --motion-scale) denoises 2 motion channels after the VAE's c:
+    # they are generated with the video and dropped before decoding. Given and edited videos come with no motion
+    # field, so their motion channels are 0, as given frames' are in training.
+    motion = dit.config.latent_channels - c
+    noise = torch.randn((B, c + motion, f, h, w), generator=torch.Generator().manual_seed(seed)).to(device)
+    with_motion = lambda latents: torch.cat([latents, latents.new_zeros(B, motion, f, h, w)], 1)
     given_latents, given_frames = given if given is not None else (None, None)
+    if given is not None:
+        given_latents = with_motion(given_latents)
     if edit is not None:
-        noise = add_noise(edit, noise, torch.full((B,), strength, device=device))  # (B, c, f, h, w) at t = strength
+        noise = add_noise(with_motion(edit), noise, torch.full((B,), strength, device=device))  # at t = strength
     # Rows [:B] carry the prompts, rows [B:] the empty caption: the unconditional half of guidance.
     captions = prompts + [""] * B if guidance_scale != 1 else prompts
     with autocast(device):
@@ -82,8 +91,8 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
         velocity_fn = lambda x, t: dit(x, t, text[:len(x)], mask[:len(x)], pooled[:len(x)])
         latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale,
                          given_latents=given_latents, given_frames=given_frames,
-                         t_start=strength if edit is not None else 1.0)  # (B, c, f, h, w)
-        videos = vae.decode_latents(latents.float())
+                         t_start=strength if edit is not None else 1.0)  # (B, c + motion, f, h, w)
+        videos = vae.decode_latents(latents[:, :c].float())
     return videos.float().clamp(-1, 1)  # (B, 1, F, H, W)
 
 
@@ -252,13 +261,26 @@ def loop(models, prompts, frames, height, width, context=(0, 0), *, sampling=Sam
     return joined[:, :, :joined.shape[2] - frames]  # drops the final copy of the clip
 
 
-def warn_unknown_words(prompt):
-    """The text encoder reads any printable text, but words the training captions never used mean nothing to it."""
-    try:
-        data.parse(prompt)
-    except ValueError as e:
-        print(f"note: the model was trained on the caption grammar of data.py; {str(e).split(';')[0]}",
+def note_unknown_words(prompt, expanding):
+    """The text encoder reads any printable text, but words the training captions never used mean little to it:
+    say so for each, with the known words spelled most like it (the encoder reads characters)."""
+    for word in data.unknown_words(prompt):
+        print(f"note: {word!r} is not a word of the training captions (nearest known: "
+              f"{', '.join(data.nearest_words(word))})" + ("; the expansion leaves it out" if expanding else ""),
               file=sys.stderr)
+
+
+def expand_prompts(prompts, world, rng):
+    """Prompt expansion, on by default as in Sora: each prompt that leaves something unsaid (or uses words the
+    model does not know) becomes a dense caption of the training grammar (data.expand_prompt, unsaid attributes
+    drawn from rng); prints each change. prompts: list of str; world: the checkpoint's data.WorldConfig."""
+    expanded = []
+    for prompt in prompts:
+        note_unknown_words(prompt, expanding=True)
+        expanded.append(data.expand_prompt(prompt, rng, world))
+        if expanded[-1] != prompt:
+            print(f"expanded {prompt!r} -> {expanded[-1]!r} (--no-expand samples the prompt as written)")
+    return expanded
 
 
 def read_input(path, what, device):
@@ -309,8 +331,9 @@ def parse_args(argv=None):
     modes.add_argument("--context", type=int, nargs="+", default=None, metavar="N",
                        help="given frames of the input: --extend forward 1+4m, backward 4m; --connect/--loop two "
                             "numbers, the end of A (1+4m) and the start of B (4m) (default: about half, a third)")
-    modes.add_argument("--expand", action="store_true", help="complete each prompt into a full caption of the "
-                       "training grammar (unsaid attributes drawn from --seed) and print it")
+    parser.add_argument("--no-expand", action="store_true", help="sample each prompt as written; by default a "
+                        "prompt that leaves something unsaid becomes a full caption of the training grammar "
+                        "(unsaid attributes drawn from --seed), printed")
     modes.add_argument("--side-by-side", action="store_true", help="write the input(s) beside the output")
     args = parser.parse_args(argv)
     args.mode = check_flags(parser, args)
@@ -440,13 +463,12 @@ def main(argv=None):
     common.check_video_path(out, 1 if image else frames)
 
     # ---- prompts
-    rng = np.random.default_rng(args.seed)
-    if args.expand:
-        world_config = data.WorldConfig(**world)
-        args.prompt = [data.expand_prompt(p, rng, world_config) for p in args.prompt]
+    if not args.no_expand:
+        args.prompt = expand_prompts(args.prompt, data.WorldConfig(**world), np.random.default_rng(args.seed))
     for prompt in args.prompt:
         tokenize([prompt], text_encoder.config.max_len)  # unknown characters or an over-long prompt: stop here
-        warn_unknown_words(prompt)
+        if args.no_expand:
+            note_unknown_words(prompt, expanding=False)
     prompts = [p for p in args.prompt for _ in range(args.n)]
     B = len(prompts)
     inputs = [video.expand(B, -1, -1, -1, -1) for video in inputs]  # (B, 1, n, H, W): one input, B samples

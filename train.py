@@ -7,6 +7,15 @@ Stage `dit`: with the VAE frozen, a DiT (dit.py) over spacetime latent patches a
 (text_encoder.py) learn, jointly and from scratch, to turn noise into the latent of the captioned clip
 (rectified flow, diffusion.py); at the end a grid of samples for fixed prompts is written.
 
+The motion target (--motion-scale, after VideoJAM: Chefer et al., "VideoJAM: Joint Appearance-Motion
+Representations for Enhanced Motion Generation in Video Models", arXiv:2502.02492). Denoising pixels alone teaches
+motion slowly: where a digit starts is random, so at high noise the best guess of every frame is the same blur
+whichever way the caption says it moves, and the direction words barely change the loss. The world knows each
+digit's exact velocity, so the DiT also denoises the clip's motion field (data.motion_field, averaged onto the
+latent grid) as two extra latent channels: their best guess at high noise is "this velocity wherever the digit may
+be", which the direction words decide, so the loss teaches them from the first steps. The sampler generates the
+motion channels with the video and drops them; sample.py's interface is unchanged.
+
     python train.py                          # both stages, the preset that fits the device found
     python train.py --stage vae --preset cpu --out-dir out --steps 300
     python train.py --resume                 # continue the checkpoints in --out-dir
@@ -75,6 +84,9 @@ class TrainConfig:
     # share of video clips with an independent timestep per latent frame (Diffusion Forcing, arXiv:2407.01392): a
     # frame noisier than its neighbours is placed from them and the caption's motion; costs identity (README)
     frame_t_prob: float = 0.0
+    # > 0: the DiT also denoises the world's exact motion (data.motion_field on the latent grid, times this scale)
+    # as extra latent channels, so that a caption's direction words change what it must predict (VideoJAM)
+    motion_scale: float = 0.0
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
@@ -86,7 +98,8 @@ class TrainConfig:
         rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
                                             "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips")),
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
-                                             "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips")),
+                                             "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips",
+                                             "motion_scale")),
                  ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob")),
                  ("in [0, 1)", lambda v: 0 <= v < 1, ("ema_decay", "caption_dropout")))
         for rule, holds, names in rules:
@@ -251,10 +264,10 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
                      "to continue it, or use another --out-dir to start afresh")
 
 
-def clip_batches(world, seed, batch_size, start_step, num_workers):
+def clip_batches(world, seed, batch_size, start_step, num_workers, motion=False):
     """Training batches for steps start_step, start_step + 1, ...: clip i of the stream is always the same clip,
-    so a resumed run continues the stream where it stopped."""
-    dataset = data.MovingDigits(world, "train", seed=seed)
+    so a resumed run continues the stream where it stopped. motion: batches also carry data.motion_field."""
+    dataset = data.MovingDigits(world, "train", seed=seed, motion=motion)
     sampler = range(start_step * batch_size, 10**12)
     return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
@@ -398,14 +411,28 @@ def train_vae(train, world, vae_config, device):
 
 
 @torch.no_grad()
-def encode_clips(vae, world, seed, clips, device, batch_size=64):
-    """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream."""
-    dataset = data.MovingDigits(world, "train", seed=seed)
+def batch_latents(vae, batch, motion_scale, device, keep=None):
+    """The DiT's clean latents for a batch of clips: the VAE's (B, c, f, h, w), followed, when motion_scale > 0, by
+    the clips' exact motion on the same grid, (B, 2, f, h, w) times motion_scale. keep: latent frames kept (1:
+    the first only, an image; None: all)."""
+    video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
+    with autocast(device):  # frame 0 alone encodes to exactly the first latent frame
+        latents = vae.encode_latents(video[:, :, :keep], check_values=False).float()  # no GPU wait
+    if motion_scale == 0:
+        return latents
+    factors = vae.config.temporal_factor, vae.config.spatial_factor
+    motion = data.motion_on_latent_grid(batch["motion"], *factors)[:, :, :keep].to(device)  # (B, 2, f, h, w)
+    return torch.cat([latents, motion_scale * motion], 1)  # (B, c + 2, f, h, w)
+
+
+def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, batch_size=64):
+    """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream
+    (c counts the motion channels too when motion_scale > 0)."""
+    dataset = data.MovingDigits(world, "train", seed=seed, motion=motion_scale > 0)
     latents, captions = [], []
     for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False):
         batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
-        with autocast(device):
-            latents.append(vae.encode_latents(batch["video"].to(device)).float())
+        latents.append(batch_latents(vae, batch, motion_scale, device))
         captions += batch["caption"]
     return torch.cat(latents), captions
 
@@ -439,15 +466,17 @@ class LatentSource:
     only: the causal VAE's latent of frame 0 alone, i.e. of an image."""
 
     def __init__(self, vae, world, train, start_step, steps, device):
-        self.vae, self.batch_size, self.device = vae, train.dit_batch_size, device
+        self.vae, self.batch_size, self.device, self.motion_scale = vae, train.dit_batch_size, device, train.motion_scale
         self.image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob  # (steps,)
         self.cached_latents = None
         if train.latent_cache:
-            self.cached_latents, self.cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device)
+            self.cached_latents, self.cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device,
+                                                                     train.motion_scale)
             log(train.out_dir, f"latent cache: {len(self.cached_captions)} clips, latents "
                                f"{tuple(self.cached_latents.shape)}")
         else:
-            self.clips = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers)
+            self.clips = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers,
+                                      motion=train.motion_scale > 0)
 
     def batch(self, step, generator):
         """(latents (B, c, f, h, w), B captions) for this step; f = 1 on image steps."""
@@ -457,10 +486,7 @@ class LatentSource:
             captions = [self.cached_captions[i] for i in index.tolist()]
             return self.cached_latents[index, :, :keep].to(self.device), captions
         batch = next(self.clips)
-        video = batch["video"].to(self.device, non_blocking=True)  # (B, 1, F, H, W)
-        with torch.no_grad(), autocast(self.device):  # frame 0 alone encodes to exactly the first latent frame
-            latents = self.vae.encode_latents(video[:, :, :keep], check_values=False)  # no GPU wait
-        return latents.float(), batch["caption"]
+        return batch_latents(self.vae, batch, self.motion_scale, self.device, keep), batch["caption"]
 
 
 def velocity_loss(dit, text_encoder, latents, t, noise, captions, frame_mask):
@@ -470,11 +496,12 @@ def velocity_loss(dit, text_encoder, latents, t, noise, captions, frame_mask):
     return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
 
 
-def objective_inputs(latents, train, diffusion_config, generator):
-    """What the rectified-flow loss needs besides the latents (B, c, f, h, w): timesteps t, (B,) one per clip or
+def objective_inputs(latents, train, diffusion_config, generator, motion_channels=0):
+    """What the rectified-flow loss needs: the clean latents (B, c, f, h, w), timesteps t, (B,) one per clip or
     (B, f) one per latent frame, the noise (B, c, f, h, w), and frame_mask (B, f), True where a frame is generated
     and carries the loss, or None when every frame is. Drawn on the CPU from `generator`: no GPU sync, and the same
-    draws on every device.
+    draws on every device. The last motion_channels of c are the motion target (--motion-scale): given frames
+    carry zero motion there, since a user's image or video comes with no motion field.
 
     Two shares of the clips are made harder on purpose. Diffusion Forcing (arXiv:2407.01392, --frame-t-prob): one
     timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion.
@@ -489,9 +516,12 @@ def objective_inputs(latents, train, diffusion_config, generator):
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
     given = diffusion.sample_given_frames(B, f, train.given_prob, generator)  # (B, f)
     if not given.any():  # a batch without given frames keeps t as it is, and every frame carries the loss
-        return t, noise, None
+        return latents, t, noise, None
     given = given.to(device)
-    return torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # (B, f), (B, c, f, h, w), (B, f)
+    if motion_channels:
+        motion = latents[:, -motion_channels:] * ~given[:, None, :, None, None]  # (B, 2, f, h, w)
+        latents = torch.cat([latents[:, :-motion_channels], motion], 1)
+    return latents, torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # t (B, f), mask (B, f)
 
 
 def frozen_vae(train, world, vae_config, device):
@@ -578,8 +608,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
     vae, vae_checkpoint = frozen_vae(train, world, vae_config, device)
     trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
-    # The DiT reads what the VAE writes and the text encoder's width: derived, not free choices.
-    dit_config = replace(dit_config, latent_channels=vae.config.latent_channels, text_dim=text_config.dim)
+    # The DiT reads what the VAE writes (and the motion target's 2 channels) and the text encoder's width:
+    # derived, not free choices.
+    motion_channels = 2 if train.motion_scale > 0 else 0
+    dit_config = replace(dit_config, latent_channels=vae.config.latent_channels + motion_channels,
+                         text_dim=text_config.dim)
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
     checkpoint = existing_checkpoint(path, steps, train, configs, vae_checkpoint)
     if checkpoint == "done":
@@ -625,7 +658,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions
         captions = drop_captions(captions, train.caption_dropout, generator)
-        t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator)
+        latents, t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator, motion_channels)
         with autocast(device):
             per_sample_loss = loss_fn(dit, text_encoder, latents, t, noise, captions, frame_mask)  # (B,)
         loss = per_sample_loss.mean()

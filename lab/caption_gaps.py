@@ -40,16 +40,35 @@ def caption_edit(motions, edit, rng):
     return [replace(first, direction=HEADING[(-dx, -dy)])] + list(motions[1:])
 
 
+def with_motion(models, dataset, scenes, latents):
+    """Latents (b, c, f, h, w) -> (b, c + 2, f, h, w) with the scenes' exact motion, scaled as in training, for a
+    DiT trained with the motion target; unchanged for one without."""
+    c = latents.shape[1]
+    if models.dit.config.latent_channels == c:
+        return latents
+    world = dataset.config
+    fields = torch.stack([torch.from_numpy(data.motion_field(s, dataset.glyph_images, world.frames, world.height,
+                                                             world.width)) for s in scenes])  # (b, 2, F, H, W)
+    vae_config = models.vae.config
+    motion = data.motion_on_latent_grid(fields, vae_config.temporal_factor, vae_config.spatial_factor)
+    scale = models.checkpoint["config"]["train"]["motion_scale"]
+    return torch.cat([latents, scale * motion.to(latents.device)], 1)
+
+
 @torch.no_grad()
 def caption_gaps(models, world, n, seed=0, times=GAP_TIMES, batch_size=64, cache_dir=""):
     """How much each part of the caption lowers the diffusion loss, per noise level t, without sampling: the first
     n val clips, each under the same noise with its own caption and with each of CAPTION_EDITS. Returns
     {"times", "loss": mean loss per t with the own caption, edit: {"gap": mean rise per t, "se": its standard
-    error}}. A gap near 0 at every t means the model ignores that part of the caption. models: common.Models."""
-    from diffusion import loss as diffusion_loss  # scoring videos needs no model files; this does
+    error}}. A gap near 0 at every t means the model ignores that part of the caption. models: common.Models.
+
+    A DiT trained with the motion target (train.py --motion-scale) is given the clips' exact motion in its extra
+    channels, as in training, and the loss is measured on the video's channels only, so that gaps compare
+    across models with and without it."""
+    from diffusion import add_noise, velocity_target  # scoring videos needs no model files; this does
 
     vae, text_encoder, dit = models.vae, models.text_encoder, models.dit
-    real, scenes, _, _ = real_clips(world, "val", n, seed, cache_dir)
+    real, scenes, _, dataset = real_clips(world, "val", n, seed, cache_dir)
     device = next(dit.parameters()).device
     videos = data.to_model_range(real)  # (n, 1, F, H, W) in [-1, 1]
     # The own and the edited captions draw their wording from the same seed, so they differ in what they say
@@ -62,14 +81,16 @@ def caption_gaps(models, world, n, seed=0, times=GAP_TIMES, batch_size=64, cache
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):
         batch = slice(start, start + batch_size)
-        latents = vae.encode_latents(videos[batch].to(device)).float()  # (b, c, f, h, w)
+        latents = with_motion(models, dataset, scenes[batch], vae.encode_latents(videos[batch].to(device)).float())
         noise = torch.randn(latents.shape, generator=generator).to(device)  # shared by every caption and t
         for kind, texts in captions.items():
             text, mask, pooled = text_encoder.encode(texts[batch])  # (b, S, E), (b, S), (b, E)
             velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
             for k, t in enumerate(times):
                 t_batch = torch.full((len(latents),), float(t), device=device)  # (b,)
-                losses[kind][k, batch] = diffusion_loss(velocity_fn, latents, t_batch, noise).cpu()
+                error = velocity_fn(add_noise(latents, noise, t_batch), t_batch) - velocity_target(latents, noise)
+                c = vae.config.latent_channels  # the video's channels
+                losses[kind][k, batch] = error[:, :c].float().square().mean((1, 2, 3, 4)).cpu()
     report = {"times": list(times), "loss": losses["own"].mean(1).tolist()}
     for edit in CAPTION_EDITS:
         rise = losses[edit] - losses["own"]  # (len(times), n): paired per clip, so clip-to-clip spread cancels

@@ -16,7 +16,7 @@ import common
 import data
 import evaluate
 import train
-from lab import calibration, caption_gaps, fvd, glyph_classifier, scoring, tracker
+from lab import calibration, caption_gaps, fvd, glyph_classifier, prompt_sets, scoring, tracker
 from test_train_sample import TINY
 
 # One 16-pixel digit on 32x32, 9 frames (the cpu preset's world), with a small glyph bank; tiny networks.
@@ -212,11 +212,31 @@ def test_evaluate_checkpoints_report_schema(tmp_path):
     config = scoring.EvalConfig(classifier_steps=20, encoder_steps=5)
     report = evaluate.evaluate_checkpoints(out_dir, 2, "cpu", json_path=f"{out_dir}/eval.json", config=config)
     assert json.loads(open(f"{out_dir}/eval.json").read()) == json.loads(json.dumps(report))
-    assert set(report["splits"]) == {"val", "holdout"} and 0 <= report["classifier_accuracy"] <= 1
+    assert set(report["splits"]) == set(evaluate.SPLITS) and 0 <= report["classifier_accuracy"] <= 1
     for split in report["splits"].values():
         assert set(scoring.METRICS) | {"fvd", "fvd_real", "clips", "videos"} <= set(split)
-        assert len(split["videos"]) == 2 and {"prompt", "asked", "found", "count"} <= set(split["videos"][0])
+        assert len(split["videos"]) == 2 and {"typed", "prompt", "asked", "found", "count"} <= set(split["videos"][0])
         assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in scoring.METRICS))
+    val, short = report["splits"]["val"]["videos"], report["splits"]["short"]["videos"]
+    assert [v["asked"] for v in val] == [v["asked"] for v in short]  # the same scenes, asked in fewer words
+    assert all(v["typed"].endswith("slowly.") or v["typed"].endswith("quickly.") or "still" in v["typed"]
+               for v in short)
+
+
+def test_short_and_paraphrase_prompts_say_what_the_scene_does():
+    world = data.WorldConfig(frames=9, height=64, width=64, digit_size=16, max_digits=3, fast_speed=2)
+    dataset, rng = data.MovingDigits(world, "val", seed=0), np.random.default_rng(0)
+    unknown = set()
+    for index in range(300):
+        motions = dataset.scene(index)[0].motions
+        short, paraphrase = prompt_sets.short_prompt(motions), prompt_sets.paraphrase_prompt(motions, rng)
+        assert [(m.digit, m.direction, m.speed) for m in data.parse(short)] == \
+            [(m.digit, m.direction, m.speed) for m in motions], short
+        assert [(m.digit, m.direction) for m in data.parse(paraphrase, skip_unknown=True)] == \
+            [(m.digit, m.direction) for m in motions], paraphrase
+        assert data.parse(data.expand_prompt(paraphrase, rng, world))[0].direction == motions[0].direction
+        unknown |= set(data.unknown_words(paraphrase))
+    assert {"slides", "figure", "unhurriedly"} <= unknown  # words of our own, outside the caption grammar
 
 
 def test_caption_edits_change_one_thing():

@@ -184,10 +184,17 @@ def test_every_mode_from_the_command_line_writes_its_output(trained, tmp_path, c
     for flags, (frames, width) in cases:
         sample.main(base_flags + ["--frames", "9"] * ("--edit" not in flags) + flags)
         assert iio.imread(out).shape[:3][::2] == (frames, width), flags
-    sample.main(["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 and a 7", "--expand"])
-    printed = capsys.readouterr().out.splitlines()[-2]  # "0: <the expanded caption>"
-    asked = data.parse(printed.split(": ", 1)[1])
+    capsys.readouterr()
+    sample.main(["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 zooms and a 7"])
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
+    assert printed[0].startswith("expanded 'a 3 zooms and a 7' -> ")  # expansion is the default, and is shown
+    asked = data.parse(printed[-2].split(": ", 1)[1])  # "0: <the expanded caption>"
     assert [m.digit for m in asked] == [3, 7] and all(m.direction for m in asked)
+    assert "'zooms' is not a word of the training captions (nearest known: " in captured.err
+    sample.main(["--out-dir", trained, "--steps", "2", "--out", out, "--prompt", "a 3 zooms", "--no-expand"])
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-2] == "0: a 3 zooms" and "nearest known" in captured.err
 
 
 def test_mode_inputs_that_do_not_fit_say_what_is_accepted(trained, tmp_path):
@@ -245,8 +252,16 @@ def test_expand_prompt_keeps_what_was_said_and_fills_the_rest():
                     for field in ("direction", "speed", "bounces"):
                         assert getattr(s, field) is None or getattr(s, field) == getattr(m, field), (prompt, expanded)
     assert data.expand_prompt("a 3", np.random.default_rng(4)) == data.expand_prompt("a 3", np.random.default_rng(4))
-    with pytest.raises(ValueError, match="unknown word"):
-        data.expand_prompt("a 3 moves sideways", rng)
+    full = "A 3 moves left slowly, never touching a wall."
+    assert data.expand_prompt(full, rng) == full  # says everything in known words: kept as written
+    # Unknown words are left out, and words before the first digit are its own.
+    for prompt in ("a 3 zooms sideways to the left", "Leftward goes the figure 3", "3, left!"):
+        assert data.parse(data.expand_prompt(prompt, rng))[0].direction == "left", prompt
+    assert data.unknown_words("The figure 3 zooms left, figure.") == ["figure", "zooms"]
+    assert data.parse(data.expand_prompt("a #3 moves to the café?", rng))[0].digit == 3  # odd characters too
+    assert data.nearest_words("lef")[0] == "left" and data.nearest_words("quikly", 1) == ["quickly"]
+    with pytest.raises(ValueError, match="no digit"):
+        data.expand_prompt("a figure zooms", rng)
 
 
 def test_load_video_reads_what_save_video_writes(tmp_path):

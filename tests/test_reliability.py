@@ -197,7 +197,7 @@ SAMPLE_CASES = [
     (["--out", "x.jpg"], r"cannot write 'x.jpg': use a .gif, .mp4 or \(for one frame\) .png"),
     (["--out", "x.png"], "x.png is a .png but the video has 5 frames; use .gif or .mp4"),
     (["--frames", "6"], "frames must be 1 \\+ 4k .* got 6; try 5"),
-    (["--prompt", "a 3 moves to the café"], "printable ASCII"),
+    (["--prompt", "a 3 moves to the café", "--no-expand"], "printable ASCII"),
     (["--edit", "nowhere.gif"], "no file at nowhere.gif"),
     (["--edit", "nowhere.gif", "--strength", "2"], r"--strength must be in \(0, 1\]"),
     (["--loop", "--frames", "1"], "makes a video"),
