@@ -592,6 +592,13 @@ class LossByT:
         self.sums, self.counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
 
 
+def derived_dit_config(dit_config, vae_config, text_config, train):
+    """The DiT reads what the VAE writes (plus the motion target's 2 channels with --motion-scale) and the text
+    encoder's width: derived, not free choices, so not flags."""
+    motion_channels = 2 if train.motion_scale > 0 else 0
+    return replace(dit_config, latent_channels=vae_config.latent_channels + motion_channels, text_dim=text_config.dim)
+
+
 def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     """(video tokens per clip, the log line that opens stage dit: sizes of the models, the latent and the run)."""
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
@@ -608,11 +615,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
     vae, vae_checkpoint = frozen_vae(train, world, vae_config, device)
     trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
-    # The DiT reads what the VAE writes (and the motion target's 2 channels) and the text encoder's width:
-    # derived, not free choices.
-    motion_channels = 2 if train.motion_scale > 0 else 0
-    dit_config = replace(dit_config, latent_channels=vae.config.latent_channels + motion_channels,
-                         text_dim=text_config.dim)
+    dit_config = derived_dit_config(dit_config, vae.config, text_config, train)
+    motion_channels = dit_config.latent_channels - vae.config.latent_channels  # the motion target's, or 0
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
     checkpoint = existing_checkpoint(path, steps, train, configs, vae_checkpoint)
     if checkpoint == "done":
@@ -758,8 +762,10 @@ def main(argv=None):
         train_dit(train, configs["world"], configs["vae"], configs["dit"], configs["text"], configs["diffusion"], device)
         if train.eval_clips:
             # What the run achieved, in the world's own terms: identity, motion, count, persistence, physics, FVD.
+            # The captions' splits only (the prompt splits, `python evaluate.py`, would double the time).
             evaluate.evaluate_checkpoints(train.out_dir, train.eval_clips, device, seed=train.seed,
-                                          json_path=os.path.join(train.out_dir, "eval.json"))
+                                          json_path=os.path.join(train.out_dir, "eval.json"),
+                                          splits=("val", "holdout"))
     log(train.out_dir, f"train.py finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

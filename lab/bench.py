@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,8 +61,8 @@ def dit_step(configs, device):
     train_config, world, diffusion_config = configs["train"], configs["world"], configs["diffusion"]
     vae = VideoVAE(configs["vae"])  # only its shapes: no weights needed to time the DiT
     c, f, h, w = vae.latent_shape(world.frames, world.height, world.width)
-    motion = 2 if train_config.motion_scale > 0 else 0
-    dit_config = replace(configs["dit"], latent_channels=c + motion, text_dim=configs["text"].dim)
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
+    motion = dit_config.latent_channels - c
     text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, device)
     params = list(dit.parameters()) + list(text_encoder.parameters())
     B = train_config.dit_batch_size

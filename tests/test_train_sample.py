@@ -11,6 +11,7 @@ import torch
 import common
 import sample
 import train
+from dit import DiT
 
 TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "--digit-size", "16",
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
@@ -126,3 +127,20 @@ def test_helpers_match_their_formulas():
     train.update_ema(ema, model, 0.9)
     assert torch.allclose(ema.weight, expected)
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
+
+
+def test_bench_counts_the_dit_step_it_times(capsys):
+    from lab import bench
+
+    configs = train.parse_args(TINY)
+    step, tokens = bench.dit_step(configs, torch.device("cpu"))
+    seconds, flops = bench.time_step(step, torch.device("cpu"), 0.01)
+    B, L = configs["train"].dit_batch_size, tokens // configs["train"].dit_batch_size
+    dit = DiT(train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"]))
+    # The counter sees the DiT's forward and backward (about 3x its forward, as DiT.flops_per_token counts it)
+    # plus the text encoder's, which on this tiny model costs about as much again (2.2x the DiT's estimate).
+    caption_len = 60  # about the world's one-digit captions
+    estimate = 3 * dit.flops_per_token(L, caption_len) * B * L
+    assert seconds > 0 and 1.5 * estimate < flops < 3 * estimate
+    bench.main(["--seconds", "0.01"] + TINY)
+    assert "GFLOP/step" in capsys.readouterr().out
