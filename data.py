@@ -618,7 +618,7 @@ def parse(text, skip_unknown=False):
     ValueError, or with skip_unknown=True is left out.
     """
     tokens = _tokens(text, skip_unknown)
-    unknown = unknown_words(text)
+    unknown = {t for t in tokens if t not in VOCABULARY and t not in PUNCTUATION}
     if unknown and not skip_unknown:
         raise ValueError(f"unknown word(s) {sorted(unknown)} in {text!r}; the caption vocabulary is: "
                          + " ".join(sorted(VOCABULARY, key=lambda w: (len(w) > 1, w))))
