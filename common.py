@@ -9,6 +9,7 @@ input ends in one line that says what to do instead of a traceback.
 """
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -78,8 +79,11 @@ def pick_device(name=""):
 
 def autocast(device):
     """bf16 autocast on CUDA (tensor cores; weights and optimizer state stay fp32), nothing elsewhere: on the CPU
-    bf16 measured no faster here, and fp32 keeps the CPU results exact."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bf16 measured no faster here, and fp32 keeps the CPU results exact (and the meta device, on which
+    lab/bench.py counts FLOPs, has no autocast)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 def lr_at(step, base_lr, warmup, total):

@@ -34,11 +34,13 @@ class TextEncoderConfig:
     dropout: float = 0.0  # the grammar gives endless fresh captions: no need to regularise
 
 
-def tokenize(captions, max_len):
+def tokenize(captions, max_len, multiple=1):
     """Captions (list of B strings) -> ids (B, S) long and mask (B, S) bool, True at real tokens.
 
     Every caption starts with BOS, so even "" has one real token (attention then always has a key to attend
     to). The batch is padded to its longest caption, not to max_len: short captions cost short attention.
+    multiple > 1 pads S up to a multiple of it (at most max_len), so that a compiled model (torch.compile) sees
+    a few shapes instead of one per caption length; padding is masked, so it changes nothing but rounding.
     A caption too long raises instead of being truncated, because truncation would silently drop words the
     video must show.
     """
@@ -53,7 +55,9 @@ def tokenize(captions, max_len):
                              f"over max_len = {max_len}; shorten it, or train with a larger "
                              f"TextEncoderConfig.max_len")
         rows.append([BOS_ID] + [ord(char) - CHAR_OFFSET for char in caption])
-    ids = torch.full((len(rows), max(len(row) for row in rows)), PAD_ID, dtype=torch.long)  # (B, S)
+    longest = max(len(row) for row in rows)
+    S = min(max_len, -(-longest // multiple) * multiple)  # longest rounded up to a multiple
+    ids = torch.full((len(rows), S), PAD_ID, dtype=torch.long)  # (B, S)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
     return ids, ids != PAD_ID

@@ -19,9 +19,12 @@ motion channels with the video and drops them; sample.py's interface is unchange
     python train.py                          # both stages, the preset that fits the device found
     python train.py --stage vae --preset cpu --out-dir out --steps 300
     python train.py --resume                 # continue the checkpoints in --out-dir
+    python train.py --estimate --preset laptop   # what a run costs: FLOPs, memory, time on named GPUs
+    python train.py --bench 20               # time each stage's training step on this machine
 
 Every field of TrainConfig, WorldConfig (data.py), DiffusionConfig (diffusion.py), VAEConfig (--vae-*),
-DiTConfig (--dit-*) and TextEncoderConfig (--text-*) is a flag; `--preset` picks named sizes, explicit flags win.
+DiTConfig (--dit-*), TextEncoderConfig (--text-*) and ReportConfig (--estimate, --bench, --mfu) is a flag;
+`--preset` picks named sizes, explicit flags win.
 (The DiT's latent_channels and text_dim are no flags: they are set from the VAE and the text encoder.)
 """
 
@@ -45,7 +48,7 @@ from common import (Models, TrainingDiverged, autocast, check_same_vae, load_che
                     vae_record, write_json, write_text)
 from dit import DiT, DiTConfig
 from sample import generate
-from text_encoder import TextEncoder, TextEncoderConfig, drop_captions
+from text_encoder import TextEncoder, TextEncoderConfig, drop_captions, tokenize
 from vae import VAEConfig, VideoVAE
 
 
@@ -106,6 +109,20 @@ class TrainConfig:
             for name in names:
                 if not holds(getattr(self, name)):  # NaN fails every comparison, so it is refused too
                     raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
+
+
+@dataclass
+class ReportConfig:
+    """What train.py can do instead of training (lab/bench.py does the counting and the timing)."""
+    estimate: bool = False  # print each stage's parameters, FLOPs, memory and time on named GPUs, then exit
+    bench: float = 0.0  # > 0: time each stage's training step this many seconds on the device found, then exit
+    mfu: float = 0.3  # the model FLOPs utilization --estimate assumes for its GPU times
+
+    def __post_init__(self):
+        if not self.bench >= 0:
+            raise ValueError(f"--bench must be >= 0 seconds: got {self.bench}")
+        if not 0 < self.mfu <= 1:
+            raise ValueError(f"--mfu must be in (0, 1]: got {self.mfu}")
 
 
 # Named sizes: each overrides defaults of TrainConfig, WorldConfig and DiffusionConfig (no prefix) and of
@@ -489,9 +506,17 @@ class LatentSource:
         return batch_latents(self.vae, batch, self.motion_scale, self.device, keep), batch["caption"]
 
 
-def velocity_loss(dit, text_encoder, latents, t, noise, captions, frame_mask):
-    """The rectified-flow loss per clip (B,), the text encoded and the DiT run inside it (one graph to compile)."""
-    text, mask, pooled = text_encoder.encode(captions)  # (B, S, E), (B, S), (B, E)
+def caption_tokens(captions, text_config, train, device):
+    """The captions' ids (B, S) and mask (B, S) on device. With --compile, S is padded to a multiple of 32: the
+    compiled step then meets a few caption lengths, not one per batch (each new shape would compile again)."""
+    ids, mask = tokenize(captions, text_config.max_len, multiple=32 if train.compile else 1)
+    return ids.to(device), mask.to(device)
+
+
+def velocity_loss(dit, text_encoder, latents, t, noise, ids, mask, frame_mask):
+    """The rectified-flow loss per clip (B,), the text encoded and the DiT run inside it (one graph to compile;
+    the captions come tokenized, since Python strings would make the compiler specialise on their text)."""
+    text, mask, pooled = text_encoder(ids, mask)  # (B, S, E), (B, S), (B, E)
     velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
     return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
 
@@ -663,8 +688,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions
         captions = drop_captions(captions, train.caption_dropout, generator)
         latents, t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator, motion_channels)
+        ids, mask = caption_tokens(captions, text_config, train, device)  # (B, S), (B, S)
         with autocast(device):
-            per_sample_loss = loss_fn(dit, text_encoder, latents, t, noise, captions, frame_mask)  # (B,)
+            per_sample_loss = loss_fn(dit, text_encoder, latents, t, noise, ids, mask, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -732,7 +758,7 @@ def parse_args(argv=None):
                         help=f"named sizes (default on this machine: {default_preset})")
     groups = {"train": (TrainConfig, ""), "world": (data.WorldConfig, ""),
               "diffusion": (diffusion.DiffusionConfig, ""), "vae": (VAEConfig, "vae-"),
-              "dit": (DiTConfig, "dit-"), "text": (TextEncoderConfig, "text-")}
+              "dit": (DiTConfig, "dit-"), "text": (TextEncoderConfig, "text-"), "report": (ReportConfig, "")}
     for name, (config_class, prefix) in groups.items():
         common.add_config_flags(parser, config_class, prefix, DERIVED.get(name, ()))
     parser.set_defaults(**PRESETS[preset])
@@ -752,8 +778,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     configs = parse_args(argv)
-    train = configs["train"]
+    train, report = configs["train"], configs["report"]
     device = pick_device(train.device)
+    if report.estimate or report.bench:
+        from lab import bench  # the measuring tools live in lab/; loaded only when asked for
+        if report.estimate:
+            bench.print_estimate(configs, report.mfu)
+        if report.bench:
+            bench.bench(configs, device, report.bench)
+        return
     make_folder(train.out_dir, "--out-dir")
     started = time.perf_counter()
     if train.stage in ("vae", "all"):

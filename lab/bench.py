@@ -1,14 +1,20 @@
-"""How fast is a training step, and how much of the machine does it use?
+"""What a training run costs, and how fast its steps run here: the compute accounting behind `train.py --estimate`
+and `train.py --bench SECONDS`.
 
-A measuring tool beside train.py: it builds the DiT and text encoder (and the VAE) at a preset's shapes, counts
-the FLOPs of one training step with torch.utils.flop_counter.FlopCounterMode (forward and backward, attention
-included), times steps for a few seconds, and reports ms/step, video tokens/s and achieved GFLOP/s. On the CPU
-the achieved rate is divided by the fp32 matmul rate measured in the same process with the same threads, so the
-ratio means the same on a busy or a quiet machine (an MFU for CPUs); on CUDA by the bf16 peak of the GPU's data
-sheet (train.PEAK_BF16_FLOPS). Sora's report does not say how its compute was spent; this says how ours is.
+A measuring tool beside train.py. `estimate` builds the models of any preset on PyTorch's meta device (shapes
+without data: nothing is computed or allocated, so even the large preset is counted in seconds on a laptop) and
+runs one training step of each stage under torch.utils.flop_counter.FlopCounterMode (forward and backward), also
+counting the bytes autograd saves for the backward pass; from those it prints each stage's FLOPs, memory and time
+on named GPUs at a stated model FLOPs utilization (MFU). Every FLOP count here is made on the meta device, where
+attention is plain matrix products: the CPU's fused attention kernel is invisible to the counter. `bench` times the same
+steps on the device found: ms/step, tokens/s, achieved FLOP/s and, on a GPU, MFU against its bf16 data-sheet peak
+(train.PEAK_BF16_FLOPS) and the peak memory; on the CPU the achieved rate is divided by the fp32 matmul rate
+measured in the same process, so the ratio means the same on a busy or a quiet machine. Sora's report does not
+say how its compute was spent; this says how ours is.
 
-    python lab/bench.py --seconds 20                    # the cpu preset (any train.py flags may follow)
-    python lab/bench.py --seconds 20 --motion-scale 3   # the same step with the motion target's channels
+    python train.py --estimate --preset laptop        # FLOPs, memory and GPU time of each stage, nothing trained
+    python train.py --bench 20                        # time the VAE and DiT steps on this machine
+    python lab/bench.py --seconds 20 --motion-scale 3 # the DiT step alone (any train.py flags may follow)
 """
 
 import argparse
@@ -16,6 +22,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -24,8 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import common  # noqa: E402
 import data  # noqa: E402
 import train  # noqa: E402
+from dit import DiT  # noqa: E402
 from text_encoder import TextEncoder  # noqa: E402
 from vae import VideoVAE  # noqa: E402
+
+META = torch.device("meta")
 
 
 def matmul_rate(device, size=1024, seconds=1.0):
@@ -41,40 +51,105 @@ def matmul_rate(device, size=1024, seconds=1.0):
     return 2 * size ** 3 * count / (time.perf_counter() - started)
 
 
+def count(step):
+    """(FLOPs, bytes autograd saves for the backward pass) of one call of step(). The bytes are an upper bound on
+    the activations a step holds at its peak: a tensor that two operations save is counted twice."""
+    saved = 0
+
+    def pack(tensor):
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return counter.get_total_flops(), saved
+
+
 def time_step(step, device, seconds):
-    """(seconds per step, FLOPs per step) of step(), timed for about `seconds` after two warm-up calls."""
+    """(seconds per step, peak bytes allocated on a GPU or None) of step(), timed for about `seconds` after two
+    warm-up calls."""
     step(), step()
-    with FlopCounterMode(display=False) as counter:
-        step()
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or count < 3:
-        step()
-        count += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - started) / count, counter.get_total_flops()
+        torch.cuda.reset_peak_memory_stats(device)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or steps < 3:
+        step()
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / steps, (torch.cuda.max_memory_allocated(device)
+                                                     if device.type == "cuda" else None)
+
+
+def training_captions(world, clips, seed=0):
+    """`clips` captions of the world's grammar, drawn without rendering a frame: only their lengths matter here."""
+    rng, captions = np.random.default_rng(seed), []
+    for _ in range(clips):
+        motions = data.sample_motions(world, "train", rng)
+        scene = data.make_scene(world, motions, np.zeros(len(motions), np.int64), rng)  # the physics: bounces
+        captions.append(data.caption(scene.motions, rng))
+    return captions
+
+
+def vae_step(configs, device):
+    """A VAE training step at the preset's shapes (a batch of videos; forward, backward, optimizer); returns
+    (step, pixels per step)."""
+    train_config, world = configs["train"], configs["world"]
+    vae = VideoVAE(configs["vae"]).to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=train_config.vae_lr)
+    shape = (train_config.vae_batch_size, 1, world.frames, world.height, world.width)  # (B, 1, F, H, W)
+    video = torch.rand(shape, device=device) * 2 - 1
+    loss_fn = torch.compile(vae.loss) if train_config.compile and device != META else vae.loss
+
+    def step():
+        with common.autocast(device):
+            loss = loss_fn(video, check_values=False)[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), train_config.grad_clip)
+        optimizer.step()
+
+    return step, video.numel()
+
+
+def encode_step(configs, device):
+    """What stage dit spends per step on encoding clips when it has no latent cache: the frozen VAE's encoder on
+    a batch of videos, no gradients."""
+    train_config, world = configs["train"], configs["world"]
+    vae = VideoVAE(configs["vae"]).to(device)
+    video = torch.zeros(train_config.dit_batch_size, 1, world.frames, world.height, world.width, device=device)
+
+    @torch.no_grad()
+    def step():
+        with common.autocast(device):
+            vae.encode_latents(video, check_values=False)
+
+    return step
 
 
 def dit_step(configs, device):
     """A DiT + text-encoder training step at the preset's shapes (forward, backward, optimizer), on latents of
     the right shape and captions of the world's lengths; returns (step, video tokens per step)."""
     train_config, world, diffusion_config = configs["train"], configs["world"], configs["diffusion"]
-    vae = VideoVAE(configs["vae"])  # only its shapes: no weights needed to time the DiT
-    c, f, h, w = vae.latent_shape(world.frames, world.height, world.width)
+    c, f, h, w = VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     motion = dit_config.latent_channels - c
     text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, device)
     params = list(dit.parameters()) + list(text_encoder.parameters())
     B = train_config.dit_batch_size
-    dataset = data.MovingDigits(world, "train", seed=train_config.seed)
-    captions = [dataset.scene(i)[1] for i in range(B)]
+    captions = training_captions(world, B, train_config.seed)
     latents = torch.randn(B, c + motion, f, h, w, device=device)
     generator = torch.Generator().manual_seed(0)
+
+    ids, mask = train.caption_tokens(captions, configs["text"], train_config, device)  # (B, S), (B, S)
+    loss_fn = torch.compile(train.velocity_loss) if train_config.compile and device != META else train.velocity_loss
 
     def step():
         x0, t, noise, frame_mask = train.objective_inputs(latents, train_config, diffusion_config, generator, motion)
         with common.autocast(device):
-            loss = train.velocity_loss(dit, text_encoder, x0, t, noise, captions, frame_mask).mean()
+            loss = loss_fn(dit, text_encoder, x0, t, noise, ids, mask, frame_mask).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, train_config.grad_clip)
@@ -84,12 +159,73 @@ def dit_step(configs, device):
     return step, B * (f // patch[0]) * (h // patch[1]) * (w // patch[2])
 
 
-def text_share(configs, device, seconds):
-    """Seconds per step of the text encoder's forward and backward alone, on the same captions."""
+def parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def estimate(configs):
+    """What each stage of a run costs, counted on the meta device: {"vae": ..., "dit": ...}, each a dict of
+    `params`, `steps`, `step_flops` (one training step, forward and backward), `other_flops` (the rest of the
+    stage: encoding the clips it trains on, with or without a latent cache), `state_bytes` (weights, gradients and
+    AdamW's two moments: 16 bytes a parameter, 4 more for the DiT's EMA copy) and `activation_bytes` (saved for
+    the backward pass, counted in fp32: bf16 autocast stores many of them in half the bytes). Image steps are
+    counted as video steps, the evaluation and sample grids not at all."""
+    train_config = configs["train"]
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
+    with META:
+        vae_params = parameters(VideoVAE(configs["vae"]))
+        dit_params = parameters(DiT(dit_config)) + parameters(TextEncoder(configs["text"]))
+    vae_flops, vae_saved = count(vae_step(configs, META)[0])
+    dit_flops, dit_saved = count(dit_step(configs, META)[0])
+    encode_flops = count(encode_step(configs, META))[0]  # one batch of dit_batch_size clips
+    dit_steps = train_config.steps or train_config.dit_steps
+    if train_config.latent_cache:  # encoded once, in batches of 64 clips, which cost what 64 / B batches do
+        other = encode_flops * train_config.latent_cache / train_config.dit_batch_size
+    else:  # encoded at every step
+        other = encode_flops * dit_steps
+    return {"vae": dict(params=vae_params, steps=train_config.steps or train_config.vae_steps, step_flops=vae_flops,
+                        other_flops=0, state_bytes=16 * vae_params, activation_bytes=vae_saved),
+            "dit": dict(params=dit_params, steps=dit_steps, step_flops=dit_flops, other_flops=other,
+                        state_bytes=20 * dit_params + 4 * vae_params, activation_bytes=dit_saved)}
+
+
+def duration(seconds):
+    """A span of time for a reader: '40 s', '12.5 min', '8.4 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def print_estimate(configs, mfu):
+    """The table `train.py --estimate` prints: each stage's size, FLOPs and memory, then its time on the GPUs of
+    train.PEAK_BF16_FLOPS at the model FLOPs utilization `mfu` (0..1). Returns estimate(configs)."""
     world, train_config = configs["world"], configs["train"]
+    stages = estimate(configs)
+    print(f"What a run at {world.frames}x{world.height}x{world.width} (up to {world.max_digits} digit(s)) costs, "
+          "counted with FlopCounterMode on one training step per stage (meta device: nothing computed)")
+    print("| stage | parameters | steps x clips | TFLOP/step | other PFLOP | total PFLOP | weights + AdamW | "
+          "activations (fp32) |")
+    print("|---|---|---|---|---|---|---|---|")
+    batch = {"vae": train_config.vae_batch_size, "dit": train_config.dit_batch_size}
+    for name, s in stages.items():
+        s["total_flops"] = s["steps"] * s["step_flops"] + s["other_flops"]
+        print(f"| {name} | {s['params'] / 1e6:.2f}M | {s['steps']:,} x {batch[name]} | {s['step_flops'] / 1e12:.4g} | "
+              f"{s['other_flops'] / 1e15:.4g} | {s['total_flops'] / 1e15:.4g} | {s['state_bytes'] / 2**30:.2f} GiB | "
+              f"{s['activation_bytes'] / 2**30:.2f} GiB |")
+    other = "the latent cache's encoding" if train_config.latent_cache else "encoding each step's clips (no cache)"
+    print(f"other PFLOP: {other}; evaluation and sample grids not counted. Time at {100 * mfu:.0f}% MFU (--mfu) "
+          "of each GPU's bf16 dense peak (vendors' data sheets):")
+    for gpu, peak in train.PEAK_BF16_FLOPS.items():
+        times = [s["total_flops"] / (mfu * peak) for s in stages.values()]
+        print(f"  {gpu} ({peak / 1e12:.0f} TFLOP/s): vae {duration(times[0])}, dit {duration(times[1])}, "
+              f"both {duration(sum(times))}")
+    return stages
+
+
+def text_share(configs, device, seconds):
+    """Seconds per step of the text encoder's forward and backward alone, on the captions of a DiT batch."""
     text_encoder = TextEncoder(configs["text"]).to(device)
-    dataset = data.MovingDigits(world, "train", seed=train_config.seed)
-    captions = [dataset.scene(i)[1] for i in range(train_config.dit_batch_size)]
+    captions = training_captions(configs["world"], configs["train"].dit_batch_size, configs["train"].seed)
 
     def step():
         text, _, pooled = text_encoder.encode(captions)
@@ -98,24 +234,40 @@ def text_share(configs, device, seconds):
     return time_step(step, device, seconds)[0]
 
 
+def bench(configs, device, seconds):
+    """Time each stage's training step on `device` for about `seconds` (and the per-step encoding when stage dit
+    has no latent cache), print one line each and the text encoder's share of the DiT step; returns {name:
+    seconds per step}."""
+    peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
+    peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
+    train_config, tokens = configs["train"], dit_step(configs, META)[1]
+    steps = {"vae": (lambda on: vae_step(configs, on)[0], train_config.vae_batch_size, "clips"),
+             "dit": (lambda on: dit_step(configs, on)[0], tokens, "video tokens")}
+    if not train_config.latent_cache:
+        steps["encode"] = (lambda on: encode_step(configs, on), train_config.dit_batch_size, "clips")
+    timings = {}
+    for name, (make, units, unit_name) in steps.items():
+        # Counted on the meta device: on the CPU, FlopCounterMode does not see inside the fused attention kernel.
+        flops = count(make(META))[0]
+        seconds_per_step, peak_bytes = time_step(make(device), device, seconds)
+        rate, timings[name] = flops / seconds_per_step, seconds_per_step
+        print(f"{name} step on {device} ({torch.get_num_threads()} threads): {1000 * seconds_per_step:.1f} ms, "
+              f"{units / seconds_per_step:,.0f} {unit_name}/s, {flops / 1e9:,.2f} GFLOP, {rate / 1e9:,.1f} GFLOP/s"
+              + (f" = {100 * rate / peak:.1f}% of {peak_name} ({peak / 1e9:,.0f} GFLOP/s)" if peak else "")
+              + (f", peak memory {peak_bytes / 2**30:.2f} GiB" if peak_bytes is not None else ""))
+    text_seconds = text_share(configs, device, seconds / 4)
+    print(f"the text encoder's forward and backward alone: {1000 * text_seconds:.1f} ms "
+          f"({100 * text_seconds / timings['dit']:.0f}% of the dit step)")
+    return timings
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lab/bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="time each step this long")
     args, train_flags = parser.parse_known_args(argv)
     configs = train.parse_args(train_flags)
-    device = common.pick_device(configs["train"].device)
-    peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
-    step, tokens = dit_step(configs, device)
-    seconds, flops = time_step(step, device, args.seconds)
-    text_seconds = text_share(configs, device, args.seconds / 4)
-    rate = flops / seconds
-    peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak"
-    print(f"DiT + text encoder step on {device} ({torch.get_num_threads()} threads): {1000 * seconds:.0f} ms/step, "
-          f"{tokens / seconds:,.0f} video tokens/s, {flops / 1e9:.2f} GFLOP/step, {rate / 1e9:.1f} GFLOP/s"
-          + (f" = {100 * rate / peak:.1f}% of {peak_name} ({peak / 1e9:.1f} GFLOP/s)" if peak else "")
-          + f"; the text encoder's forward and backward alone: {1000 * text_seconds:.0f} ms "
-            f"({100 * text_seconds / seconds:.0f}% of the step)")
+    bench(configs, common.pick_device(configs["train"].device), args.seconds)
 
 
 if __name__ == "__main__":

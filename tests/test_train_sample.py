@@ -11,7 +11,7 @@ import torch
 import common
 import sample
 import train
-from dit import DiT
+from text_encoder import tokenize
 
 TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "--digit-size", "16",
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
@@ -129,18 +129,30 @@ def test_helpers_match_their_formulas():
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
 
 
-def test_bench_counts_the_dit_step_it_times(capsys):
-    from lab import bench
+def test_compiled_step_equals_the_eager_one():
+    """--compile pads captions to a multiple of 32 tokens (masked, so only rounding changes) and compiles the step
+    once for batches of that length; its loss and gradients are the eager step's. The test compiles with the
+    aot_eager backend (the same graph capture as the default backend, without generating C++ for the CPU)."""
+    from lab.bench import training_captions
 
-    configs = train.parse_args(TINY)
-    step, tokens = bench.dit_step(configs, torch.device("cpu"))
-    seconds, flops = bench.time_step(step, torch.device("cpu"), 0.01)
-    B, L = configs["train"].dit_batch_size, tokens // configs["train"].dit_batch_size
-    dit = DiT(train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"]))
-    # The counter sees the DiT's forward and backward (about 3x its forward, as DiT.flops_per_token counts it)
-    # plus the text encoder's, which on this tiny model costs about as much again (2.2x the DiT's estimate).
-    caption_len = 60  # about the world's one-digit captions
-    estimate = 3 * dit.flops_per_token(L, caption_len) * B * L
-    assert seconds > 0 and 1.5 * estimate < flops < 3 * estimate
-    bench.main(["--seconds", "0.01"] + TINY)
-    assert "GFLOP/step" in capsys.readouterr().out
+    configs = train.parse_args(TINY + ["--compile"])
+    train_config, text_config = configs["train"], configs["text"]
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], text_config, train_config)
+    text_encoder, dit, _, _, _ = train.dit_models(text_config, dit_config, train_config, torch.device("cpu"))
+    compiled = torch.compile(train.velocity_loss, backend="aot_eager")
+    torch._dynamo.utils.counters.clear()
+    for seed in (0, 2, 3):  # three batches of other captions (longest 70 to 74 characters), all padded to 96 tokens
+        captions = training_captions(configs["world"], 4, seed)
+        latents, noise = torch.randn(2, 4, 4, 2, 8, 8).unbind(0)  # (B, c, f, h, w) each
+        t = torch.rand(4)
+        results = []
+        for loss_fn, multiple in ((train.velocity_loss, 1), (compiled, 32)):
+            ids, mask = tokenize(captions, text_config.max_len, multiple)
+            loss = loss_fn(dit, text_encoder, latents, t, noise, ids, mask, None).mean()
+            params = list(dit.parameters()) + list(text_encoder.parameters())
+            results.append((loss.detach(), torch.autograd.grad(loss, params)))
+        assert ids.shape[1] == 96 and train.caption_tokens(captions, text_config, train_config, "cpu")[0].shape[1] == 96
+        (eager_loss, eager_grads), (compiled_loss, compiled_grads) = results
+        assert torch.allclose(eager_loss, compiled_loss, rtol=1e-5, atol=1e-6)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(eager_grads, compiled_grads))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # compiled once, not once per batch

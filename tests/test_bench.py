@@ -1,0 +1,72 @@
+"""Compute accounting (lab/bench.py, train.py --estimate and --bench): the FLOPs counted on the meta device agree
+with the DiT's analytic count and with the same step counted on real tensors, and both commands print their
+fields without training or writing anything."""
+import os
+
+import pytest
+import torch
+
+import train
+from dit import DiT
+from lab import bench
+from test_train_sample import TINY
+from vae import VideoVAE
+
+
+@pytest.mark.parametrize("preset", ["cpu", "laptop"])
+def test_counted_dit_flops_match_the_analytic_count(preset):
+    """FlopCounterMode on the meta device sees what DiT.flops_per_token says a training step costs (3x forward)."""
+    configs = train.parse_args(["--preset", preset])
+    world = configs["world"]
+    c, f, h, w = VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"])
+    with bench.META:
+        dit = DiT(dit_config)
+    B, S, L = 2, 60, f * h * w // 4  # patches of 1x2x2 latent cells
+
+    def step():
+        text = torch.randn(B, S, dit_config.text_dim, device=bench.META)
+        velocity = dit(torch.randn(B, c, f, h, w, device=bench.META), torch.rand(B, device=bench.META), text,
+                       torch.ones(B, S, dtype=torch.bool, device=bench.META), text.mean(1))
+        velocity.square().mean().backward()
+
+    counted = bench.count(step)[0]
+    analytic = 3 * dit.flops_per_token(L, S) * B * L
+    assert abs(counted / analytic - 1) < 0.10
+
+
+def test_meta_counts_what_the_cpu_hides():
+    """Counting on shapes alone changes nothing where the CPU's counter sees every operation (the VAE's
+    convolutions), and adds the attention that the CPU's fused kernel hides from it (the DiT)."""
+    configs = train.parse_args(TINY)
+    cpu = torch.device("cpu")
+    assert bench.count(bench.vae_step(configs, bench.META)[0])[0] == bench.count(bench.vae_step(configs, cpu)[0])[0]
+    on_meta = bench.count(bench.dit_step(configs, bench.META)[0])[0]
+    assert on_meta > bench.count(bench.dit_step(configs, cpu)[0])[0] > 0
+
+
+def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
+    configs = train.parse_args(TINY + ["--dit-steps", "10", "--latent-cache", "0"])
+    stages = bench.estimate(configs)
+    encode = bench.count(bench.encode_step(configs, bench.META))[0]
+    assert stages["dit"]["other_flops"] == 10 * encode > 0  # no cache: every step encodes its clips
+    cached = bench.estimate(train.parse_args(TINY + ["--latent-cache", "8"]))  # 8 clips = 2 batches of 4
+    assert cached["dit"]["other_flops"] == 2 * encode
+    for stage in stages.values():
+        assert stage["params"] > 0 and stage["step_flops"] > 0 and stage["activation_bytes"] > 0
+        assert stage["state_bytes"] >= 16 * stage["params"]
+    out_dir = tmp_path / "never"
+    train.main(["--estimate", "--preset", "laptop", "--out-dir", str(out_dir)])
+    printed = capsys.readouterr().out
+    assert "| vae | 17.47M | 20,000 x 16 |" in printed and "| dit |" in printed and "H100" in printed
+    assert not os.path.exists(out_dir)  # an estimate trains and writes nothing
+
+
+def test_bench_prints_each_stage(tmp_path, capsys):
+    train.main(TINY + ["--bench", "0.01", "--latent-cache", "0", "--out-dir", str(tmp_path / "never")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == ["vae", "dit", "encode"]
+    assert all("GFLOP/s = " in line and "% of the fp32 matmul rate" in line for line in lines[:3])
+    assert "of the dit step" in lines[3] and not os.path.exists(tmp_path / "never")
+    bench.main(["--seconds", "0.01"] + TINY)  # the lab's own command line times the same steps
+    assert "dit step on cpu" in capsys.readouterr().out
