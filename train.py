@@ -177,6 +177,12 @@ def update_ema(ema_model, model, decay):
         ema_param.lerp_(param, 1 - decay)
 
 
+def ema_decay_at(step, decay):
+    """The EMA decay at `step`: early in training the average should forget its random start quickly, so the
+    decay warms up as (1 + step) / (10 + step) until it reaches `decay`."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def rng_state(generator=None):
     """Every random stream training draws from, for the checkpoint, so that a resumed run draws exactly what the
     straight run would have: torch's global streams (the VAE's posterior noise, dropout) and the DiT's generator
@@ -674,14 +680,12 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                                "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
                                "vae": trained_on, "rng": rng_state(generator)})
 
-    # Training FLOPs per video token: forward + backward = 3x forward, captions of ~160 characters. The text
-    # encoder's own FLOPs are left out, so the MFU printed is a slight underestimate.
+    # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate)
     peak, flops_per_token = peak_flops(device), 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
     dit.train(), text_encoder.train()
-    window = StepWindow("dit", train, start_step)
-    loss_by_t = LossByT(device)
+    window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
@@ -696,10 +700,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
         optimizer.step()
-        # Early in training the average should forget its random start quickly: warm the decay up.
-        decay = min(train.ema_decay, (1 + step) / (10 + step))
         for ema_model, model in ((ema_dit, dit), (ema_text_encoder, text_encoder)):
-            update_ema(ema_model, model, decay)
+            update_ema(ema_model, model, ema_decay_at(step, train.ema_decay))
         loss_by_t.add(t, per_sample_loss)
         window.add([loss.detach(), grad_norm], tokens=tokens_per_clip * len(latents))
 

@@ -6,15 +6,16 @@ without data: nothing is computed or allocated, so even the large preset is coun
 runs one training step of each stage under torch.utils.flop_counter.FlopCounterMode (forward and backward), also
 counting the bytes autograd saves for the backward pass; from those it prints each stage's FLOPs, memory and time
 on named GPUs at a stated model FLOPs utilization (MFU). Every FLOP count here is made on the meta device, where
-attention is plain matrix products: the CPU's fused attention kernel is invisible to the counter. `bench` times the same
-steps on the device found: ms/step, tokens/s, achieved FLOP/s and, on a GPU, MFU against its bf16 data-sheet peak
-(train.PEAK_BF16_FLOPS) and the peak memory; on the CPU the achieved rate is divided by the fp32 matmul rate
-measured in the same process, so the ratio means the same on a busy or a quiet machine. Sora's report does not
-say how its compute was spent; this says how ours is.
+attention is plain matrix products: the CPU's fused attention kernel is invisible to the counter.
 
-    python train.py --estimate --preset laptop        # FLOPs, memory and GPU time of each stage, nothing trained
-    python train.py --bench 20                        # time the VAE and DiT steps on this machine
-    python lab/bench.py --seconds 20 --motion-scale 3 # the DiT step alone (any train.py flags may follow)
+`bench` times the same steps on the device found: ms/step, tokens/s, achieved FLOP/s and, on a GPU, MFU against
+its bf16 data-sheet peak (train.PEAK_BF16_FLOPS) and the peak memory; on the CPU the achieved rate is divided by
+the fp32 matmul rate measured in the same process, so the ratio means the same on a busy or a quiet machine.
+Sora's report does not say how its compute was spent; this says how ours is.
+
+    python train.py --estimate --preset laptop         # FLOPs, memory and GPU time of each stage, nothing trained
+    python train.py --bench 20                         # time the VAE and DiT steps on this machine
+    python lab/bench.py --seconds 20 --motion-scale 3  # the same timing (any train.py flags may follow)
 """
 
 import argparse
@@ -42,13 +43,13 @@ def matmul_rate(device, size=1024, seconds=1.0):
     """FLOP/s of fp32 size x size matrix products on device, with the threads torch uses now."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)  # warm-up: first-call costs are not the rate
-    count, started = 0, time.perf_counter()
+    products, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         torch.mm(a, b)
-        count += 1
+        products += 1
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return 2 * size ** 3 * count / (time.perf_counter() - started)
+    return 2 * size ** 3 * products / (time.perf_counter() - started)
 
 
 def count(step):
@@ -94,8 +95,7 @@ def training_captions(world, clips, seed=0):
 
 
 def vae_step(configs, device):
-    """A VAE training step at the preset's shapes (a batch of videos; forward, backward, optimizer); returns
-    (step, pixels per step)."""
+    """A VAE training step at the preset's shapes: a batch of videos, forward, backward and optimizer."""
     train_config, world = configs["train"], configs["world"]
     vae = VideoVAE(configs["vae"]).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=train_config.vae_lr)
@@ -111,7 +111,7 @@ def vae_step(configs, device):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), train_config.grad_clip)
         optimizer.step()
 
-    return step, video.numel()
+    return step
 
 
 def encode_step(configs, device):
@@ -142,7 +142,6 @@ def dit_step(configs, device):
     captions = training_captions(world, B, train_config.seed)
     latents = torch.randn(B, c + motion, f, h, w, device=device)
     generator = torch.Generator().manual_seed(0)
-
     ids, mask = train.caption_tokens(captions, configs["text"], train_config, device)  # (B, S), (B, S)
     loss_fn = torch.compile(train.velocity_loss) if train_config.compile and device != META else train.velocity_loss
 
@@ -175,7 +174,7 @@ def estimate(configs):
     with META:
         vae_params = parameters(VideoVAE(configs["vae"]))
         dit_params = parameters(DiT(dit_config)) + parameters(TextEncoder(configs["text"]))
-    vae_flops, vae_saved = count(vae_step(configs, META)[0])
+    vae_flops, vae_saved = count(vae_step(configs, META))
     dit_flops, dit_saved = count(dit_step(configs, META)[0])
     encode_flops = count(encode_step(configs, META))[0]  # one batch of dit_batch_size clips
     dit_steps = train_config.steps or train_config.dit_steps
@@ -241,7 +240,7 @@ def bench(configs, device, seconds):
     peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
     peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
     train_config, tokens = configs["train"], dit_step(configs, META)[1]
-    steps = {"vae": (lambda on: vae_step(configs, on)[0], train_config.vae_batch_size, "clips"),
+    steps = {"vae": (lambda on: vae_step(configs, on), train_config.vae_batch_size, "clips"),
              "dit": (lambda on: dit_step(configs, on)[0], tokens, "video tokens")}
     if not train_config.latent_cache:
         steps["encode"] = (lambda on: encode_step(configs, on), train_config.dit_batch_size, "clips")

@@ -40,7 +40,7 @@ def test_meta_counts_what_the_cpu_hides():
     convolutions), and adds the attention that the CPU's fused kernel hides from it (the DiT)."""
     configs = train.parse_args(TINY)
     cpu = torch.device("cpu")
-    assert bench.count(bench.vae_step(configs, bench.META)[0])[0] == bench.count(bench.vae_step(configs, cpu)[0])[0]
+    assert bench.count(bench.vae_step(configs, bench.META))[0] == bench.count(bench.vae_step(configs, cpu))[0]
     on_meta = bench.count(bench.dit_step(configs, bench.META)[0])[0]
     assert on_meta > bench.count(bench.dit_step(configs, cpu)[0])[0] > 0
 
