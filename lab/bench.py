@@ -53,13 +53,18 @@ def matmul_rate(device, size=1024, seconds=1.0):
 
 
 def count(step):
-    """(FLOPs, bytes autograd saves for the backward pass) of one call of step(). The bytes are an upper bound on
-    the activations a step holds at its peak: a tensor that two operations save is counted twice."""
-    saved = 0
+    """(FLOPs, bytes autograd saves for the backward pass) of one call of step(): about the activations a step
+    holds at its peak. Each tensor (a view counts as its base) is counted once. On the meta device attention is
+    plain matrix products whose weights (B, heads, L, S) are saved too, which a GPU's fused attention does not
+    store: there the figure is an upper bound."""
+    saved, seen = 0, set()
 
     def pack(tensor):
         nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
+        base = tensor if tensor._base is None else tensor._base
+        if id(base) not in seen:
+            seen.add(id(base))
+            saved += base.numel() * base.element_size()
         return tensor
 
     with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -222,12 +227,15 @@ def print_estimate(configs, mfu):
 
 
 def text_share(configs, device, seconds):
-    """Seconds per step of the text encoder's forward and backward alone, on the captions of a DiT batch."""
+    """Seconds per step of the text encoder's forward and backward alone, on the captions of a DiT batch
+    tokenized as the DiT step has them, under the same autocast."""
     text_encoder = TextEncoder(configs["text"]).to(device)
     captions = training_captions(configs["world"], configs["train"].dit_batch_size, configs["train"].seed)
+    ids, mask = train.caption_tokens(captions, configs["text"], configs["train"], device)  # (B, S), (B, S)
 
     def step():
-        text, _, pooled = text_encoder.encode(captions)
+        with common.autocast(device):
+            text, _, pooled = text_encoder(ids, mask)
         (text.float().square().mean() + pooled.float().square().mean()).backward()
 
     return time_step(step, device, seconds)[0]
@@ -236,7 +244,8 @@ def text_share(configs, device, seconds):
 def bench(configs, device, seconds):
     """Time each stage's training step on `device` for about `seconds` (and the per-step encoding when stage dit
     has no latent cache), print one line each and the text encoder's share of the DiT step; returns {name:
-    seconds per step}."""
+    seconds per step}. The peak memory on a GPU is the step's alone: training also holds the DiT's EMA copy, the
+    frozen VAE and the latent cache (estimate counts the first two)."""
     peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
     peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
     train_config, tokens = configs["train"], dit_step(configs, META)[1]
@@ -266,6 +275,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=20.0, help="time each step this long")
     args, train_flags = parser.parse_known_args(argv)
     configs = train.parse_args(train_flags)
+    if configs["report"].estimate:
+        print_estimate(configs, configs["report"].mfu)
     bench(configs, common.pick_device(configs["train"].device), args.seconds)
 
 

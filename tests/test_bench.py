@@ -9,6 +9,7 @@ import torch
 import train
 from dit import DiT
 from lab import bench
+from text_encoder import TextEncoder
 from test_train_sample import TINY
 from vae import VideoVAE
 
@@ -52,9 +53,15 @@ def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
     assert stages["dit"]["other_flops"] == 10 * encode > 0  # no cache: every step encodes its clips
     cached = bench.estimate(train.parse_args(TINY + ["--latent-cache", "8"]))  # 8 clips = 2 batches of 4
     assert cached["dit"]["other_flops"] == 2 * encode
-    for stage in stages.values():
-        assert stage["params"] > 0 and stage["step_flops"] > 0 and stage["activation_bytes"] > 0
-        assert stage["state_bytes"] >= 16 * stage["params"]
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"])
+    vae_params = sum(p.numel() for p in VideoVAE(configs["vae"]).parameters())
+    dit_params = sum(p.numel() for p in DiT(dit_config).parameters()) + sum(
+        p.numel() for p in TextEncoder(configs["text"]).parameters())
+    assert (stages["vae"]["params"], stages["dit"]["params"]) == (vae_params, dit_params)
+    # weights, gradients, AdamW's two moments (and the DiT's EMA copy, and the frozen VAE in stage dit), fp32
+    assert stages["vae"]["state_bytes"] == 16 * vae_params
+    assert stages["dit"]["state_bytes"] == 20 * dit_params + 4 * vae_params
+    assert all(stage["step_flops"] > 0 and stage["activation_bytes"] > 0 for stage in stages.values())
     out_dir = tmp_path / "never"
     train.main(["--estimate", "--preset", "laptop", "--out-dir", str(out_dir)])
     printed = capsys.readouterr().out
