@@ -134,11 +134,25 @@ def encode_step(configs, device):
     return step
 
 
+def latent_shape(configs):
+    """(c, f, h, w): the VAE's latent of one clip of the world (the VAE built on the meta device: shapes only)."""
+    world = configs["world"]
+    with META:
+        return VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
+
+
+def video_tokens(configs):
+    """Video tokens in one DiT batch: clips x spacetime patches of each clip's latent."""
+    _, f, h, w = latent_shape(configs)
+    pt, ph, pw = configs["dit"].patch_size
+    return configs["train"].dit_batch_size * (f // pt) * (h // ph) * (w // pw)
+
+
 def dit_step(configs, device):
     """A DiT + text-encoder training step at the preset's shapes (forward, backward, optimizer), on latents of
-    the right shape and captions of the world's lengths; returns (step, video tokens per step)."""
+    the right shape and captions of the world's lengths."""
     train_config, world, diffusion_config = configs["train"], configs["world"], configs["diffusion"]
-    c, f, h, w = VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
+    c, f, h, w = latent_shape(configs)
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     motion = dit_config.latent_channels - c
     text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, device)
@@ -159,8 +173,7 @@ def dit_step(configs, device):
         torch.nn.utils.clip_grad_norm_(params, train_config.grad_clip)
         optimizer.step()
 
-    patch = dit_config.patch_size
-    return step, B * (f // patch[0]) * (h // patch[1]) * (w // patch[2])
+    return step
 
 
 def parameters(module):
@@ -180,7 +193,7 @@ def estimate(configs):
         vae_params = parameters(VideoVAE(configs["vae"]))
         dit_params = parameters(DiT(dit_config)) + parameters(TextEncoder(configs["text"]))
     vae_flops, vae_saved = count(vae_step(configs, META))
-    dit_flops, dit_saved = count(dit_step(configs, META)[0])
+    dit_flops, dit_saved = count(dit_step(configs, META))
     encode_flops = count(encode_step(configs, META))[0]  # one batch of dit_batch_size clips
     dit_steps = train_config.steps or train_config.dit_steps
     if train_config.latent_cache:  # encoded once, in batches of 64 clips, which cost what 64 / B batches do
@@ -248,9 +261,9 @@ def bench(configs, device, seconds):
     frozen VAE and the latent cache (estimate counts the first two)."""
     peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
     peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
-    train_config, tokens = configs["train"], dit_step(configs, META)[1]
+    train_config = configs["train"]
     steps = {"vae": (lambda on: vae_step(configs, on), train_config.vae_batch_size, "clips"),
-             "dit": (lambda on: dit_step(configs, on)[0], tokens, "video tokens")}
+             "dit": (lambda on: dit_step(configs, on), video_tokens(configs), "video tokens")}
     if not train_config.latent_cache:
         steps["encode"] = (lambda on: encode_step(configs, on), train_config.dit_batch_size, "clips")
     timings = {}

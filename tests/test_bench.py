@@ -42,8 +42,8 @@ def test_meta_counts_what_the_cpu_hides():
     configs = train.parse_args(TINY)
     cpu = torch.device("cpu")
     assert bench.count(bench.vae_step(configs, bench.META))[0] == bench.count(bench.vae_step(configs, cpu))[0]
-    on_meta = bench.count(bench.dit_step(configs, bench.META)[0])[0]
-    assert on_meta > bench.count(bench.dit_step(configs, cpu)[0])[0] > 0
+    on_meta = bench.count(bench.dit_step(configs, bench.META))[0]
+    assert on_meta > bench.count(bench.dit_step(configs, cpu))[0] > 0
 
 
 def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
