@@ -68,13 +68,6 @@ def detokenize(ids):
     return ["".join(chr(i + CHAR_OFFSET) for i in row if i > BOS_ID) for row in ids.tolist()]
 
 
-def drop_captions(captions, drop_prob, generator=None):
-    """Replace each caption by "" with probability drop_prob, so the model also learns the unconditional
-    velocity that classifier-free guidance needs (DiT and Imagen drop about 10 %). Seeded by `generator`."""
-    dropped = torch.rand(len(captions), generator=generator) < drop_prob  # (B,)
-    return ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the caption; padded keys get no attention."""
 

@@ -21,6 +21,7 @@ motion channels with the video and drops them; sample.py's interface is unchange
     python train.py --resume                 # continue the checkpoints in --out-dir
     python train.py --estimate --preset laptop   # what a run costs: FLOPs, memory, time on named GPUs
     python train.py --bench 20               # time each stage's training step on this machine
+    torchrun --nproc_per_node=8 train.py     # data parallel over 8 GPUs (gloo on CPUs), the same run as one
 
 Every field of TrainConfig, WorldConfig (data.py), DiffusionConfig (diffusion.py), VAEConfig (--vae-*),
 DiTConfig (--dit-*), TextEncoderConfig (--text-*) and ReportConfig (--estimate, --bench, --mfu) is a flag;
@@ -30,13 +31,17 @@ DiTConfig (--dit-*), TextEncoderConfig (--text-*) and ReportConfig (--estimate, 
 
 import argparse
 import copy
+import itertools
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import common
@@ -48,7 +53,7 @@ from common import (Models, TrainingDiverged, autocast, check_same_vae, load_che
                     vae_record, write_json, write_text)
 from dit import DiT, DiTConfig
 from sample import generate
-from text_encoder import TextEncoder, TextEncoderConfig, drop_captions, tokenize
+from text_encoder import TextEncoder, TextEncoderConfig, tokenize
 from vae import VAEConfig, VideoVAE
 
 
@@ -68,14 +73,14 @@ class TrainConfig:
     ckpt_every: int = 500
     # stage vae
     vae_steps: int = 600
-    vae_batch_size: int = 8  # clips per step
+    vae_batch_size: int = 8  # clips per step, over all ranks under torchrun (so N GPUs run the same recipe)
     vae_lr: float = 2e-3
     vae_warmup: int = 50  # steps of linear warm-up, then cosine decay to 10%
     image_prob: float = 0.25  # share of steps that train on images (every frame of the batch as a 1-frame clip)
     vae_eval_clips: int = 64  # unseen val clips for the final PSNR
     # stage dit
     dit_steps: int = 3000
-    dit_batch_size: int = 32
+    dit_batch_size: int = 32  # clips per step, over all ranks under torchrun
     dit_lr: float = 1e-3
     dit_warmup: int = 100
     dit_weight_decay: float = 0.0
@@ -168,6 +173,83 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Data parallelism: torchrun starts N copies of this script, one per GPU (or CPU process); each is a rank
+
+
+class Ranks(NamedTuple):
+    """This process's place among the copies torchrun started (rank of size; plain `python`: 0 of 1).
+
+    The batch flags count clips over all ranks. Every rank makes the random draws of the whole (global) batch
+    from the same seeded streams and trains on its own rows of it (`global_draw`), and DistributedDataParallel
+    averages the gradients, so N ranks take the steps one process takes with the same flags (up to the order of
+    float sums), and a checkpoint resumes under any N that divides the batches. Rank 0 alone logs, samples,
+    evaluates and writes files."""
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, batch_size):
+        """This rank's rows of a global batch of batch_size clips: a slice of batch_size / size rows."""
+        per_rank = batch_size // self.size
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+
+RANKS = Ranks()  # this process's; start_data_parallel sets it under torchrun
+
+
+def start_data_parallel(train, device):
+    """Under torchrun (it sets RANK, WORLD_SIZE and LOCAL_RANK): check that the batches split evenly, take this
+    rank's GPU, join the process group (NCCL between GPUs, gloo between CPU processes) and set RANKS. Returns the
+    device to train on. Without torchrun: does nothing and returns device. Raises ValueError for an uneven batch
+    or a device without a backend (MPS)."""
+    global RANKS
+    if "RANK" not in os.environ:
+        return device
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    for flag, batch_size in (("--vae-batch-size", train.vae_batch_size), ("--dit-batch-size", train.dit_batch_size)):
+        if batch_size % ranks.size:
+            raise ValueError(f"{flag} {batch_size} does not split over {ranks.size} ranks: use a multiple of "
+                             f"{ranks.size} (the batch flags count clips over all ranks)")
+    if device.type == "mps":
+        raise ValueError("torchrun: data parallelism runs on CUDA (NCCL) or the CPU (gloo), not on MPS; pass "
+                         "--device cpu or run plain python train.py")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    RANKS = ranks
+    return device
+
+
+def global_draw(draw, local_batch):
+    """Random numbers for this rank's rows, drawn as the whole global batch's: draw(n) makes n rows from a stream
+    every rank holds alike; all local_batch x size rows are drawn and this rank's kept. Drawing the whole batch
+    keeps the streams in step under any number of ranks, which is what makes N ranks equal one process."""
+    batch_size = local_batch * RANKS.size
+    return draw(batch_size)[RANKS.rows(batch_size)]
+
+
+def mean_over_ranks(values):
+    """values (a tensor) averaged over the ranks: what one process would have logged. One collective, so call it
+    when the log is written, not at every step."""
+    if RANKS.size > 1:
+        dist.all_reduce(values)
+        values /= RANKS.size
+    return values
+
+
+def data_parallel(module, device):
+    """module wrapped in DistributedDataParallel under torchrun (its forward then averages the gradients over the
+    ranks during backward), module itself otherwise."""
+    if RANKS.size == 1:
+        return module
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Small helpers
 
 
@@ -185,8 +267,8 @@ def ema_decay_at(step, decay):
 
 def rng_state(generator=None):
     """Every random stream training draws from, for the checkpoint, so that a resumed run draws exactly what the
-    straight run would have: torch's global streams (the VAE's posterior noise, dropout) and the DiT's generator
-    (cache indices, caption dropout, timesteps, noise, given frames)."""
+    straight run would have: torch's global streams (dropout) and the stage's generator (the VAE's posterior
+    noise; the DiT's cache indices, caption dropout, timesteps, noise and given frames)."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -205,19 +287,18 @@ def restore_rng_state(state, generator=None):
         torch.cuda.set_rng_state_all(state["cuda"])
     if "mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["mps"])
-    if generator is not None:
+    if generator is not None and "generator" in state:  # a VAE from before its noise had a generator: from the seed
         generator.set_state(state["generator"])
 
 
-def check_finite(window, first_step, stage, train, parameters=()):
+def check_finite(rows, first_step, stage, train, parameters=()):
     """Stop training at the first step whose loss or gradient norm is NaN or inf, or if a parameter is, before
-    anything is saved, so the last good checkpoint stays as it was. window: per-step rows of logged values
-    (loss, ..., grad norm) for steps first_step + 1, ...; reading them waits for the GPU, so this runs when the
+    anything is saved, so the last good checkpoint stays as it was. rows (steps, values): the logged values
+    (loss, ..., grad norm) of steps first_step + 1, ...; reading them waits for the GPU, so this runs when the
     log does, and with the parameters (an update can overflow after a finite loss) before each checkpoint."""
-    rows = torch.stack(window) if window else torch.zeros(0, 1)  # (steps, values)
     bad_rows = (~rows.isfinite()).any(dim=1).nonzero()  # (bad steps, 1)
     if len(bad_rows) or not all(p.isfinite().all() for p in parameters):
-        step = first_step + int(bad_rows[0]) + 1 if len(bad_rows) else first_step + len(window)
+        step = first_step + int(bad_rows[0]) + 1 if len(bad_rows) else first_step + len(rows)
         saved = os.path.exists(os.path.join(train.out_dir, f"{stage}.pt"))
         kept = f"{stage}.pt keeps its last good checkpoint" if saved else "no checkpoint was written"
         message = (f"stage {stage}: the loss, gradient norm or weights became NaN or inf at step {step}, so "
@@ -230,7 +311,8 @@ def check_finite(window, first_step, stage, train, parameters=()):
 class StepWindow:
     """The steps since the last log line. Their logged values (loss, ..., grad norm) stay on the device, since an
     .item() per step would make the CPU wait for the GPU at every step; they are read when the log line is written
-    and checked then: a NaN or inf stops training before anything is saved (`check_finite`)."""
+    and checked then: a NaN or inf stops training before anything is saved (`check_finite`). Under torchrun they
+    are averaged over the ranks first, so every rank logs and stops alike."""
 
     def __init__(self, stage, train, first_step):
         self.stage, self.train = stage, train
@@ -244,19 +326,23 @@ class StepWindow:
         self.tokens += tokens
 
     def check(self, parameters=()):
-        """Before a checkpoint: the steps not yet read, and the weights (an update can overflow after a finite loss)."""
-        check_finite(self.rows, self.first_step, self.stage, self.train, parameters)
+        """Before a checkpoint: the steps not yet read, and the weights (an update can overflow after a finite
+        loss). Returns the rows (steps, values), averaged over the ranks."""
+        rows = mean_over_ranks(torch.stack(self.rows)) if self.rows else torch.zeros(0, 1)
+        check_finite(rows, self.first_step, self.stage, self.train, parameters)
+        return rows
 
     def read(self):
         """(means of the logged values, seconds, steps, tokens) since the last read; a new window starts."""
-        self.check()  # waits for the GPU, as reading the values does
+        rows = self.check()  # waits for the GPU, as reading the values does
         elapsed, steps, tokens = time.perf_counter() - self.tick, len(self.rows), self.tokens
-        means = torch.stack(self.rows).mean(0).tolist()
         self.restart(self.first_step + steps)
-        return means, elapsed, steps, tokens
+        return rows.mean(0).tolist(), elapsed, steps, tokens
 
 
 def log(out_dir, line):
+    if not RANKS.main:  # one log, rank 0's, which logs values averaged over the ranks
+        return
     tqdm.write(line)
     with open(os.path.join(out_dir, "log.txt"), "a") as f:
         f.write(line + "\n")
@@ -267,7 +353,7 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
     a user's checkpoint by accident, and refuses to resume one of other sizes (its weights would not fit) or a
     DiT trained on another VAE than vae_checkpoint (its latents would mean something else)."""
     if not os.path.exists(path):
-        if train.resume:
+        if train.resume and RANKS.main:
             print(f"--resume: no {path} yet, starting afresh")
         return None
     checkpoint = load_checkpoint(path)
@@ -287,11 +373,20 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
                      "to continue it, or use another --out-dir to start afresh")
 
 
+def rank_clip_indices(start_step, batch_size):
+    """Stream positions of this rank's clips, step after step from start_step: its rows of each global batch."""
+    rows = RANKS.rows(batch_size)
+    for step in itertools.count(start_step):
+        yield from range(step * batch_size + rows.start, step * batch_size + rows.stop)
+
+
 def clip_batches(world, seed, batch_size, start_step, num_workers, motion=False):
-    """Training batches for steps start_step, start_step + 1, ...: clip i of the stream is always the same clip,
-    so a resumed run continues the stream where it stopped. motion: batches also carry data.motion_field."""
+    """This rank's share (all of it in one process) of the training batches of batch_size clips for steps
+    start_step, start_step + 1, ...: clip i of the stream is always the same clip, so a resumed run continues the
+    stream where it stopped. motion: batches also carry data.motion_field."""
     dataset = data.MovingDigits(world, "train", seed=seed, motion=motion)
-    sampler = range(start_step * batch_size, 10**12)
+    sampler = rank_clip_indices(start_step, batch_size)
+    batch_size //= RANKS.size
     return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                                             persistent_workers=num_workers > 0))
@@ -351,6 +446,46 @@ def write_missing_vae_outputs(out_dir, world, device):
         write_reconstructions(load_vae(out_dir, device), world, device, recon_path)
 
 
+class VAEObjective(torch.nn.Module):
+    """vae.loss as a module's forward: DistributedDataParallel averages gradients over the ranks through the
+    forward of the module it wraps. The posterior noise comes drawn (`global_draw`): (B, c, f, h, w)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video, noise):  # (B, 1, F, H, W), (B, c, f, h, w) -> (loss, mse, kl), scalars
+        return self.vae.loss(video, check_values=False, noise=noise)  # the world's clips are in range: no GPU wait
+
+
+def finish_vae(vae, world, train, device):
+    """After stage vae's last step: set the latent scale, write the reconstruction GIF, return the metrics (the
+    PSNR on unseen clips, the latent scale)."""
+    vae.latent_scale.fill_(measure_latent_scale(vae, world, device))
+    write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
+    return {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips), "latent_scale": float(vae.latent_scale)}
+
+
+def posterior_noise(vae, video, generator):
+    """The VAE's reparameterisation noise for this rank's video (B, C, F, H, W): (B, c, f, h, w), drawn on the CPU
+    as the global batch's (`global_draw`)."""
+    shape = vae.latent_shape(*video.shape[2:])  # (c, f, h, w)
+    return global_draw(lambda n: torch.randn(n, *shape, generator=generator), len(video))
+
+
+def vae_model(train, world, vae_config, checkpoint, device):
+    """(the VAE, its AdamW, the step to start from): initialised from the seed, or from the checkpoint if any."""
+    torch.manual_seed(train.seed)
+    vae = VideoVAE(vae_config).to(device)
+    vae.check_video_shape(world.frames, world.height, world.width)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if checkpoint is None:
+        return vae, optimizer, 0
+    vae.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    return vae, optimizer, checkpoint["step"]
+
+
 def train_vae(train, world, vae_config, device):
     """Stage 1: the causal video VAE learns to compress clips (reconstruction + KL); writes out_dir/vae.pt,
     vae_metrics.json and vae_recon.gif. Raises TrainingDiverged on NaN."""
@@ -358,47 +493,47 @@ def train_vae(train, world, vae_config, device):
     checkpoint = existing_checkpoint(path, steps, train, {"vae": vae_config, "world": world})
     if checkpoint == "done":
         log(train.out_dir, f"{path} is trained: skipping stage vae (--resume --vae-steps N trains it further)")
-        write_missing_vae_outputs(train.out_dir, world, device)
+        if RANKS.main:
+            write_missing_vae_outputs(train.out_dir, world, device)
         return
 
     # ---- model and optimizer
-    torch.manual_seed(train.seed)
-    vae = VideoVAE(vae_config).to(device)
-    vae.check_video_shape(world.frames, world.height, world.width)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    start_step = 0
+    vae, optimizer, start_step = vae_model(train, world, vae_config, checkpoint, device)
     if checkpoint is not None:
-        vae.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        start_step = checkpoint["step"]
         log(train.out_dir, f"resuming {path} at step {start_step}")
-    loss_fn = torch.compile(vae.loss) if train.compile else vae.loss
+    objective = data_parallel(VAEObjective(vae), device)
+    loss_fn = torch.compile(objective) if train.compile else objective
     latent = vae.latent_shape(world.frames, world.height, world.width)
     log(train.out_dir, f"stage vae on {device}: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
                        f"{train.vae_batch_size} clips")
 
     def save(step, metrics):
-        save_checkpoint(path, {"config": {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)},
-                               "model": vae.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                               "latent_scale": float(vae.latent_scale), "metrics": metrics, "rng": rng_state()})
+        if RANKS.main:
+            config = {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)}
+            save_checkpoint(path, {"config": config, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "step": step, "latent_scale": float(vae.latent_scale), "metrics": metrics,
+                                   "rng": rng_state(generator)})
 
     # ---- the loop
     started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
-    if checkpoint is not None:  # after the loader, whose making draws from torch's stream: the posterior noise
-        restore_rng_state(checkpoint.get("rng"))  # then goes on exactly as in the straight run
+    generator = torch.Generator().manual_seed(train.seed)  # the posterior noise
+    if checkpoint is not None:  # the streams go on exactly as in the straight run
+        restore_rng_state(checkpoint.get("rng"), generator)
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
     window = StepWindow("vae", train, start_step)
-    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True):
+    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True,
+                     disable=not RANKS.main):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
-        video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1]
+        video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1], this rank's
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
+        noise = posterior_noise(vae, video, generator).to(device, non_blocking=True)  # (B, c, f, h, w)
         with autocast(device):
-            loss, mse, kl = loss_fn(video, check_values=False)  # the world's clips are in range: no GPU wait
+            loss, mse, kl = loss_fn(video, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
@@ -410,23 +545,24 @@ def train_vae(train, world, vae_config, device):
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
                                f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
                                f" | {1000 * elapsed / n:.0f} ms/step | {train.vae_batch_size * n / elapsed:.1f} clips/s")
-        if (step + 1) % train.sample_every == 0:
+        if (step + 1) % train.sample_every == 0 and RANKS.main:
             write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
             vae.train()
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
             window.check(vae.parameters())
             save(step + 1, {})
 
-    # ---- after training: the latent scale, the PSNR on unseen clips, the final checkpoint
+    # ---- after training (rank 0; the others wait for vae.pt): the latent scale, metrics, the final checkpoint
     window.check(vae.parameters())
-    vae.latent_scale.fill_(measure_latent_scale(vae, world, device))
-    metrics = {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips),
-               "latent_scale": float(vae.latent_scale)}
-    write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
-    save(steps, metrics)
-    write_json(os.path.join(train.out_dir, "vae_metrics.json"), metrics)
-    log(train.out_dir, f"vae done in {(time.perf_counter() - started) / 60:.1f} min: val PSNR {metrics['val_psnr']:.2f} "
-                       f"dB on {train.vae_eval_clips} unseen clips, latent scale {metrics['latent_scale']:.4f}; saved {path}")
+    if RANKS.main:
+        metrics = finish_vae(vae, world, train, device)
+        save(steps, metrics)
+        write_json(os.path.join(train.out_dir, "vae_metrics.json"), metrics)
+        log(train.out_dir, f"vae done in {(time.perf_counter() - started) / 60:.1f} min: val PSNR "
+                           f"{metrics['val_psnr']:.2f} dB on {train.vae_eval_clips} unseen clips, latent scale "
+                           f"{metrics['latent_scale']:.4f}; saved {path}")
+    if RANKS.size > 1:
+        dist.barrier()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -484,12 +620,14 @@ def write_missing_samples(out_dir, world, diffusion_config, device):
 
 class LatentSource:
     """Where the DiT's training latents come from: a cache of the first `--latent-cache` clips of the stream,
-    encoded once (each batch then draws clips from it with `generator`), or, with no cache, the VAE encoding the
-    stream's next clips at every step. Steps drawn as image steps (--dit-image-prob) keep the first latent frame
-    only: the causal VAE's latent of frame 0 alone, i.e. of an image."""
+    encoded once (each batch then draws clips from it with `generator`; every rank encodes the whole cache), or,
+    with no cache, the VAE encoding the stream's next clips at every step. Steps drawn as image steps
+    (--dit-image-prob) keep the first latent frame only: the causal VAE's latent of frame 0 alone, i.e. of an
+    image. Under torchrun each rank gets its rows of every batch."""
 
     def __init__(self, vae, world, train, start_step, steps, device):
-        self.vae, self.batch_size, self.device, self.motion_scale = vae, train.dit_batch_size, device, train.motion_scale
+        self.vae, self.device, self.motion_scale = vae, device, train.motion_scale
+        self.batch_size = train.dit_batch_size // RANKS.size  # this rank's clips per step
         self.image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob  # (steps,)
         self.cached_latents = None
         if train.latent_cache:
@@ -502,10 +640,11 @@ class LatentSource:
                                       motion=train.motion_scale > 0)
 
     def batch(self, step, generator):
-        """(latents (B, c, f, h, w), B captions) for this step; f = 1 on image steps."""
+        """(latents (B, c, f, h, w), B captions) of this rank's clips for this step; f = 1 on image steps."""
         keep = 1 if self.image_steps[step] else None  # latent frames kept: the first only, or all
         if self.cached_latents is not None:
-            index = torch.randint(len(self.cached_captions), (self.batch_size,), generator=generator)  # (B,)
+            draw = lambda n: torch.randint(len(self.cached_captions), (n,), generator=generator)
+            index = global_draw(draw, self.batch_size)  # (B,)
             captions = [self.cached_captions[i] for i in index.tolist()]
             return self.cached_latents[index, :, :keep].to(self.device), captions
         batch = next(self.clips)
@@ -519,40 +658,53 @@ def caption_tokens(captions, text_config, train, device):
     return ids.to(device), mask.to(device)
 
 
-def velocity_loss(dit, text_encoder, latents, t, noise, ids, mask, frame_mask):
-    """The rectified-flow loss per clip (B,), the text encoded and the DiT run inside it (one graph to compile;
-    the captions come tokenized, since Python strings would make the compiler specialise on their text)."""
-    text, mask, pooled = text_encoder(ids, mask)  # (B, S, E), (B, S), (B, E)
-    velocity_fn = lambda x, t_: dit(x, t_, text, mask, pooled)
-    return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
+class VelocityLoss(torch.nn.Module):
+    """The rectified-flow loss per clip (B,) as one module's forward, the captions encoded and the DiT run inside
+    it: one graph for torch.compile, and one module for DistributedDataParallel, which averages gradients over the
+    ranks through the forward of the module it wraps. The captions come tokenized (ids, mask (B, S)), since Python
+    strings would make the compiler specialise on their text."""
+
+    def __init__(self, text_encoder, dit):
+        super().__init__()
+        self.text_encoder, self.dit = text_encoder, dit
+
+    def forward(self, latents, t, noise, ids, mask, frame_mask):  # as diffusion.loss; -> (B,)
+        text, mask, pooled = self.text_encoder(ids, mask)  # (B, S, E), (B, S), (B, E)
+        velocity_fn = lambda x, t_: self.dit(x, t_, text, mask, pooled)
+        return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
 
 
-def objective_inputs(latents, train, diffusion_config, generator, motion_channels=0):
-    """What the rectified-flow loss needs: the clean latents (B, c, f, h, w), timesteps t, (B,) one per clip or
+def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0):
+    """What the rectified-flow loss needs: the clean latents (B, c, f, h, w), the captions, some replaced by ""
+    (--caption-dropout: the unconditional model classifier-free guidance needs), timesteps t, (B,) one per clip or
     (B, f) one per latent frame, the noise (B, c, f, h, w), and frame_mask (B, f), True where a frame is generated
-    and carries the loss, or None when every frame is. Drawn on the CPU from `generator`: no GPU sync, and the same
-    draws on every device. The last motion_channels of c are the motion target (--motion-scale): given frames
-    carry zero motion there, since a user's image or video comes with no motion field.
+    and carries the loss, or None when every frame is. Drawn on the CPU from `generator`, as the whole global
+    batch's (`global_draw`): no GPU sync, and the same draws on every device and any number of ranks. The last
+    motion_channels of c are the motion target (--motion-scale): given frames carry zero motion there, since a
+    user's image or video comes with no motion field.
 
     Two shares of the clips are made harder on purpose. Diffusion Forcing (arXiv:2407.01392, --frame-t-prob): one
     timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion.
     Prompting with images and videos (--given-prob): some latent frames are given clean, with t = 0 (x_t is then
     the clean latent) and no loss, so the model learns to continue what it is shown."""
     B, f, device = latents.shape[0], latents.shape[2], latents.device
-    t = diffusion.sample_timesteps(B, diffusion_config, generator, device)  # (B,)
-    noise = torch.randn(latents.shape, generator=generator).to(device)
+    dropped = global_draw(lambda n: torch.rand(n, generator=generator), B) < train.caption_dropout  # (B,)
+    captions = ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
+    t = global_draw(lambda n: diffusion.sample_timesteps(n, diffusion_config, generator), B).to(device)  # (B,)
+    noise = global_draw(lambda n: torch.randn(n, *latents.shape[1:], generator=generator), B).to(device)
     if train.frame_t_prob > 0 and f > 1:
-        independent = torch.rand(B, generator=generator) < train.frame_t_prob  # (B,)
-        t_frames = diffusion.sample_timesteps(B * f, diffusion_config, generator, device).view(B, f)  # (B, f)
+        independent = global_draw(lambda n: torch.rand(n, generator=generator), B) < train.frame_t_prob  # (B,)
+        draw = lambda n: diffusion.sample_timesteps(n * f, diffusion_config, generator).view(n, f)
+        t_frames = global_draw(draw, B).to(device)  # (B, f)
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-    given = diffusion.sample_given_frames(B, f, train.given_prob, generator)  # (B, f)
+    given = global_draw(lambda n: diffusion.sample_given_frames(n, f, train.given_prob, generator), B)  # (B, f)
     if not given.any():  # a batch without given frames keeps t as it is, and every frame carries the loss
-        return latents, t, noise, None
+        return latents, captions, t, noise, None
     given = given.to(device)
     if motion_channels:
         motion = latents[:, -motion_channels:] * ~given[:, None, :, None, None]  # (B, 2, f, h, w)
         latents = torch.cat([latents[:, :-motion_channels], motion], 1)
-    return latents, torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # t (B, f), mask (B, f)
+    return latents, captions, torch.where(given, 0.0, t.view(B, -1)), noise, ~given  # t (B, f), mask (B, f)
 
 
 def frozen_vae(train, world, vae_config, device):
@@ -580,7 +732,9 @@ def dit_models(text_config, dit_config, train, device):
 
 
 def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer):
-    """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step."""
+    """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step (0 for no checkpoint)."""
+    if checkpoint is None:
+        return 0
     for module, state in ((dit, checkpoint["model"]["dit"]), (text_encoder, checkpoint["model"]["text_encoder"]),
                           (ema_dit, checkpoint["ema"]["dit"]), (ema_text_encoder, checkpoint["ema"]["text_encoder"])):
         module.load_state_dict(state)
@@ -595,9 +749,11 @@ def peak_flops(device):
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(device)), None)
 
 
-def dit_log_line(step, window, lr, train, flops_per_token, peak):
-    """The log line of the steps since the last one: mean loss and grad norm, speed, and MFU on a known GPU."""
+def dit_log_line(step, window, lr, train, flops_per_token, device):
+    """The log line of the steps since the last one: mean loss and grad norm, speed, and MFU on a known GPU.
+    flops_per_token: of a training step, per video token (the tokens counted are every rank's, the MFU per GPU)."""
     (loss_mean, grad_mean), elapsed, n, tokens = window.read()
+    peak = peak_flops(device)
     line = (f"dit step {step:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | lr {lr:.2e} | "
             f"{1000 * elapsed / n:.0f} ms/step | {train.dit_batch_size * n / elapsed:.1f} clips/s | "
             f"{tokens / elapsed:,.0f} tok/s")
@@ -617,7 +773,8 @@ class LossByT:
 
     def log(self, out_dir):
         """Log the means since the last such line ('-' for a bin no clip fell in) and start over."""
-        means = [f"{s / c:.4f}" if c else "-" for s, c in zip(self.sums.tolist(), self.counts.tolist())]
+        sums, counts = mean_over_ranks(self.sums), mean_over_ranks(self.counts)  # every rank's clips
+        means = [f"{s / c:.4f}" if c else "-" for s, c in zip(sums.tolist(), counts.tolist())]
         bins = " | ".join(f"[{i / 4:.2f}, {(i + 1) / 4:.2f}) {m}" for i, m in enumerate(means))
         log(out_dir, "dit loss by t: " + bins)
         self.sums, self.counts = torch.zeros_like(self.sums), torch.zeros_like(self.counts)
@@ -652,21 +809,20 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     checkpoint = existing_checkpoint(path, steps, train, configs, vae_checkpoint)
     if checkpoint == "done":
         log(out_dir, f"{path} is trained: skipping stage dit (--resume --dit-steps N trains it further)")
-        write_missing_samples(out_dir, world, diffusion_config, device)
+        if RANKS.main:
+            write_missing_samples(out_dir, world, diffusion_config, device)
         return
 
     # ---- models, EMA copies and optimizer, from the checkpoint when resuming
     text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
-    start_step = 0
-    if checkpoint is not None:
-        start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
-        log(out_dir, f"resuming {path} at step {start_step}")
+    start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
-    log(out_dir, header)
+    log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header)
 
-    loss_fn = torch.compile(velocity_loss) if train.compile else velocity_loss
+    objective = data_parallel(VelocityLoss(text_encoder, dit), device)
+    loss_fn = torch.compile(objective) if train.compile else objective
     started = time.perf_counter()
     source = LatentSource(vae, world, train, start_step, steps, device)
     generator = torch.Generator().manual_seed(train.seed)  # cache indices, caption dropout, timesteps, noise
@@ -674,27 +830,29 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         restore_rng_state(checkpoint.get("rng"), generator)
 
     def save(step, metrics):
-        save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
-                               "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
-                               "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
-                               "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
-                               "vae": trained_on, "rng": rng_state(generator)})
+        if RANKS.main:
+            save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
+                                   "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
+                                   "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
+                                   "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
+                                   "vae": trained_on, "rng": rng_state(generator)})
 
     # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate)
-    peak, flops_per_token = peak_flops(device), 3 * dit.flops_per_token(tokens_per_clip, 160)
+    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160) / RANKS.size
 
     # ---- the loop
     dit.train(), text_encoder.train()
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
-    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True):
+    for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
+                     disable=not RANKS.main):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
-        latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions
-        captions = drop_captions(captions, train.caption_dropout, generator)
-        latents, t, noise, frame_mask = objective_inputs(latents, train, diffusion_config, generator, motion_channels)
+        latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions: this rank's clips
+        latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
+                                                                   generator, motion_channels)
         ids, mask = caption_tokens(captions, text_config, train, device)  # (B, S), (B, S)
         with autocast(device):
-            per_sample_loss = loss_fn(dit, text_encoder, latents, t, noise, ids, mask, frame_mask)  # (B,)
+            per_sample_loss = loss_fn(latents, t, noise, ids, mask, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -703,13 +861,13 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         for ema_model, model in ((ema_dit, dit), (ema_text_encoder, text_encoder)):
             update_ema(ema_model, model, ema_decay_at(step, train.ema_decay))
         loss_by_t.add(t, per_sample_loss)
-        window.add([loss.detach(), grad_norm], tokens=tokens_per_clip * len(latents))
+        window.add([loss.detach(), grad_norm], tokens=tokens_per_clip * len(latents) * RANKS.size)
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], train, flops_per_token, peak))
+            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], train, flops_per_token, device))
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
             loss_by_t.log(out_dir)
-        if (step + 1) % train.sample_every == 0 and step + 1 < steps:
+        if (step + 1) % train.sample_every == 0 and step + 1 < steps and RANKS.main:
             write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
             window.check(params)
@@ -717,7 +875,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     window.check(params)
     save(steps, {})
-    write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
+    if RANKS.main:
+        write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
     log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
                  f"{len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} "
                  "(prompts in samples.txt)")
@@ -790,12 +949,22 @@ def main(argv=None):
             bench.bench(configs, device, report.bench)
         return
     make_folder(train.out_dir, "--out-dir")
-    started = time.perf_counter()
+    device = start_data_parallel(train, device)
+    try:
+        train_stages(configs, device)
+    finally:
+        if RANKS.size > 1:
+            dist.destroy_process_group()
+
+
+def train_stages(configs, device):
+    """Both stages, or the one --stage names, then the evaluation; under torchrun, on every rank."""
+    train, started = configs["train"], time.perf_counter()
     if train.stage in ("vae", "all"):
         train_vae(train, configs["world"], configs["vae"], device)
     if train.stage in ("dit", "all"):
         train_dit(train, configs["world"], configs["vae"], configs["dit"], configs["text"], configs["diffusion"], device)
-        if train.eval_clips:
+        if train.eval_clips and RANKS.main:
             # What the run achieved, in the world's own terms: identity, motion, count, persistence, physics, FVD.
             # The captions' splits only (the prompt splits, `python evaluate.py`, would double the time).
             evaluate.evaluate_checkpoints(train.out_dir, train.eval_clips, device, seed=train.seed,

@@ -291,10 +291,13 @@ class DiagonalGaussian:
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:  # -> (B, c, f, h, w)
-        # reparameterisation: the noise is an input, so gradients flow to mean and logvar
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * noise
+    def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+               ) -> torch.Tensor:  # -> (B, c, f, h, w)
+        # reparameterisation: the noise is an input, so gradients flow to mean and logvar. noise: the standard
+        # normal draw itself, for a caller that draws it elsewhere (train.py's ranks draw a whole batch's)
+        if noise is None:
+            noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise.to(self.mean.dtype)
 
     def mode(self) -> torch.Tensor:  # -> (B, c, f, h, w)
         return self.mean
@@ -412,9 +415,10 @@ class VideoVAE(nn.Module):
         posterior = self.encode(video)
         return self.decode(posterior.sample(generator)), posterior
 
-    def loss(self, video: torch.Tensor, generator: torch.Generator | None = None, check_values: bool = True
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The VAE objective: (total, reconstruction_mse, kl_per_pixel), three scalars to log.
+    def loss(self, video: torch.Tensor, generator: torch.Generator | None = None, check_values: bool = True,
+             noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The VAE objective: (total, reconstruction_mse, kl_per_pixel), three scalars to log. The posterior
+        sample's noise is drawn from generator, or given as noise (B, c, f, h, w).
 
         Reconstruction is plain MSE: PSNR, the figure we report, is MSE on a log scale, and our grey digits on
         black have no textures for which LDM's perceptual (LPIPS) and adversarial losses are worth a pretrained
@@ -422,7 +426,7 @@ class VideoVAE(nn.Module):
         LDM's weighting against a per-pixel reconstruction loss, so kl_weight means the same at every video size.
         """
         posterior = self.encode(video, check_values=check_values)
-        reconstruction = self.decode(posterior.sample(generator))
+        reconstruction = self.decode(posterior.sample(generator, noise))
         reconstruction_mse = (reconstruction.float() - video.float()).pow(2).mean()
         kl_per_pixel = posterior.kl().mean() / video[0].numel()
         return reconstruction_mse + self.config.kl_weight * kl_per_pixel, reconstruction_mse, kl_per_pixel

@@ -162,12 +162,14 @@ def dit_step(configs, device):
     latents = torch.randn(B, c + motion, f, h, w, device=device)
     generator = torch.Generator().manual_seed(0)
     ids, mask = train.caption_tokens(captions, configs["text"], train_config, device)  # (B, S), (B, S)
-    loss_fn = torch.compile(train.velocity_loss) if train_config.compile and device != META else train.velocity_loss
+    objective = train.VelocityLoss(text_encoder, dit)
+    loss_fn = torch.compile(objective) if train_config.compile and device != META else objective
 
     def step():
-        x0, t, noise, frame_mask = train.objective_inputs(latents, train_config, diffusion_config, generator, motion)
+        x0, _, t, noise, frame_mask = train.objective_inputs(latents, captions, train_config, diffusion_config,
+                                                             generator, motion)
         with common.autocast(device):
-            loss = loss_fn(dit, text_encoder, x0, t, noise, ids, mask, frame_mask).mean()
+            loss = loss_fn(x0, t, noise, ids, mask, frame_mask).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, train_config.grad_clip)

@@ -77,8 +77,8 @@ def test_given_frames_carry_no_motion_and_the_rest_keep_it():
     config = train.TrainConfig(given_prob=1.0)
     diffusion_config = diffusion.DiffusionConfig()
     latents = torch.randn(16, 6, 3, 2, 2)
-    out, t, noise, mask = train.objective_inputs(latents, config, diffusion_config, torch.Generator().manual_seed(0),
-                                                 motion_channels=2)
+    out, _, t, noise, mask = train.objective_inputs(latents, ["a 3"] * 16, config, diffusion_config,
+                                                    torch.Generator().manual_seed(0), motion_channels=2)
     given = ~mask  # (B, f)
     assert given.any() and (~given).any()
     assert (out[:, 4:].permute(0, 2, 1, 3, 4)[given] == 0).all()  # motion channels of given frames: 0

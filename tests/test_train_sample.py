@@ -129,6 +129,21 @@ def test_helpers_match_their_formulas():
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
 
 
+def test_caption_dropout_rate_and_reproducibility():
+    """objective_inputs replaces --caption-dropout of the captions by "" (what classifier-free guidance needs),
+    seeded by the generator, and leaves the others as they were."""
+    config, diffusion_config = train.TrainConfig(caption_dropout=0.1), train.diffusion.DiffusionConfig()
+    captions = [f"caption {i}" for i in range(10000)]
+    latents = torch.zeros(len(captions), 4, 1, 1, 1)  # (B, c, f, h, w)
+    draw = lambda config: train.objective_inputs(latents, captions, config, diffusion_config,
+                                                 torch.Generator().manual_seed(0))[1]
+    dropped = draw(config)
+    assert abs(sum(c == "" for c in dropped) / len(captions) - 0.1) < 0.015
+    assert all(d in ("", c) for c, d in zip(captions, dropped))  # kept captions are unchanged
+    assert dropped == draw(config)
+    assert draw(train.TrainConfig(caption_dropout=0.0)) == captions
+
+
 def test_compiled_step_equals_the_eager_one():
     """--compile pads captions to a multiple of 32 tokens (masked, so only rounding changes) and compiles the step
     once for batches of that length; its loss and gradients are the eager step's. The test compiles with the
@@ -139,16 +154,17 @@ def test_compiled_step_equals_the_eager_one():
     train_config, text_config = configs["train"], configs["text"]
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], text_config, train_config)
     text_encoder, dit, _, _, _ = train.dit_models(text_config, dit_config, train_config, torch.device("cpu"))
-    compiled = torch.compile(train.velocity_loss, backend="aot_eager")
+    objective = train.VelocityLoss(text_encoder, dit)
+    compiled = torch.compile(objective, backend="aot_eager")
     torch._dynamo.utils.counters.clear()
     for seed in (0, 2, 3):  # three batches of other captions (longest 70 to 74 characters), all padded to 96 tokens
         captions = training_captions(configs["world"], 4, seed)
         latents, noise = torch.randn(2, 4, 4, 2, 8, 8).unbind(0)  # (B, c, f, h, w) each
         t = torch.rand(4)
         results = []
-        for loss_fn, multiple in ((train.velocity_loss, 1), (compiled, 32)):
+        for loss_fn, multiple in ((objective, 1), (compiled, 32)):
             ids, mask = tokenize(captions, text_config.max_len, multiple)
-            loss = loss_fn(dit, text_encoder, latents, t, noise, ids, mask, None).mean()
+            loss = loss_fn(latents, t, noise, ids, mask, None).mean()
             params = list(dit.parameters()) + list(text_encoder.parameters())
             results.append((loss.detach(), torch.autograd.grad(loss, params)))
         assert ids.shape[1] == 96 and train.caption_tokens(captions, text_config, train_config, "cpu")[0].shape[1] == 96
