@@ -138,13 +138,16 @@ PRESETS = {
                 vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2500, vae_batch_size=4, vae_lr=2e-3,
                 dit_dim=128, dit_depth=4, dit_heads=4, text_dim=128, text_depth=2, text_heads=4,
                 dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192, given_prob=0.1),
-    # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens.
+    # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens. Sized to an
+    # hour on an RTX 4060 Laptop GPU at 30% MFU, under 6 GB (`python train.py --estimate --preset laptop`): the cpu
+    # preset's recipe (a latent cache, 32 clips a step) with twice its widths and 7.5 times its DiT steps.
     "laptop": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=2,
-                   vae_base_channels=64, vae_channel_mults=(1, 2, 4), vae_steps=20000, vae_batch_size=16,
-                   vae_lr=5e-4, vae_warmup=500, vae_eval_clips=512,
-                   dit_dim=384, dit_depth=12, dit_heads=6, text_dim=256, text_depth=4, text_heads=4,
-                   dit_steps=50000, dit_batch_size=64, dit_lr=3e-4, dit_warmup=1000, ema_decay=0.9999,
-                   num_workers=4, log_every=100, sample_every=5000, ckpt_every=2000, bin_every=1000),
+                   vae_base_channels=32, vae_channel_mults=(1, 2, 4), vae_steps=6000, vae_batch_size=8,
+                   vae_lr=1e-3, vae_warmup=200, vae_eval_clips=512,
+                   dit_dim=256, dit_depth=6, dit_heads=4, text_dim=256, text_depth=2, text_heads=4,
+                   dit_steps=30000, dit_batch_size=32, dit_lr=1e-3, dit_warmup=500, ema_decay=0.999,
+                   latent_cache=32768, num_workers=4, log_every=100, sample_every=5000, ckpt_every=2000,
+                   bin_every=1000),
     # A large GPU: up to three digits, a wider VAE and a DiT-B-sized transformer with bigger batches.
     "large": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=3,
                   vae_base_channels=128, vae_channel_mults=(1, 2, 4), vae_steps=40000, vae_batch_size=32,
@@ -168,8 +171,11 @@ TWO_DIGIT_PROMPTS = ["A 4 moves right slowly, never touching a wall, and a 7 mov
                      "The digit 2 stays still, while a 5 moves left quickly and bounces off a wall."]
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendors' data sheets (H100/H200: SXM), for MFU; other GPUs print
-# no MFU.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12}
+# no MFU. The RTX 4060 Laptop GPU (8 GB), the card class the laptop preset is sized for, has no such figure: 29 is
+# twice its FP32 rate (3,072 cores x 2 x 2.37 GHz boost = 14.6 TFLOP/s), the ratio the 4090's sheet gives
+# (82.6 FP32, 165.2 bf16 with FP32 accumulation).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "4090": 165e12, "3090": 71e12,
+                   "4060 Laptop": 29e12}
 
 
 # ----------------------------------------------------------------------------------------------------------

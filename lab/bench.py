@@ -19,6 +19,7 @@ Sora's report does not say how its compute was spent; this says how ours is.
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -186,9 +187,10 @@ def estimate(configs):
     """What each stage of a run costs, counted on the meta device: {"vae": ..., "dit": ...}, each a dict of
     `params`, `steps`, `step_flops` (one training step, forward and backward), `other_flops` (the rest of the
     stage: encoding the clips it trains on, with or without a latent cache), `state_bytes` (weights, gradients and
-    AdamW's two moments: 16 bytes a parameter, 4 more for the DiT's EMA copy) and `activation_bytes` (saved for
-    the backward pass, counted in fp32: bf16 autocast stores many of them in half the bytes). Image steps are
-    counted as video steps, the evaluation and sample grids not at all."""
+    AdamW's two moments: 16 bytes a parameter, 4 more for the DiT's EMA copy, plus the frozen VAE's weights and the
+    latent cache, fp32, in stage dit) and `activation_bytes` (saved for the backward pass, counted in fp32: bf16
+    autocast stores many of them in half the bytes). Image steps are counted as video steps, the evaluation and
+    sample grids not at all. One process: under torchrun each rank holds the activations of its share of a batch."""
     train_config = configs["train"]
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     with META:
@@ -202,10 +204,11 @@ def estimate(configs):
         other = encode_flops * train_config.latent_cache / train_config.dit_batch_size
     else:  # encoded at every step
         other = encode_flops * dit_steps
+    cache_bytes = 4 * train_config.latent_cache * dit_config.latent_channels * math.prod(latent_shape(configs)[1:])
     return {"vae": dict(params=vae_params, steps=train_config.steps or train_config.vae_steps, step_flops=vae_flops,
                         other_flops=0, state_bytes=16 * vae_params, activation_bytes=vae_saved),
             "dit": dict(params=dit_params, steps=dit_steps, step_flops=dit_flops, other_flops=other,
-                        state_bytes=20 * dit_params + 4 * vae_params, activation_bytes=dit_saved)}
+                        state_bytes=20 * dit_params + 4 * vae_params + cache_bytes, activation_bytes=dit_saved)}
 
 
 def duration(seconds):
@@ -222,15 +225,15 @@ def print_estimate(configs, mfu):
     stages = estimate(configs)
     print(f"What a run at {world.frames}x{world.height}x{world.width} (up to {world.max_digits} digit(s)) costs, "
           "counted with FlopCounterMode on one training step per stage (meta device: nothing computed)")
-    print("| stage | parameters | steps x clips | TFLOP/step | other PFLOP | total PFLOP | weights + AdamW | "
-          "activations (fp32) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| stage | parameters | steps x clips | TFLOP/step | other PFLOP | total PFLOP | weights, AdamW, cache | "
+          "activations (fp32) | memory (sum) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     batch = {"vae": train_config.vae_batch_size, "dit": train_config.dit_batch_size}
     for name, s in stages.items():
         s["total_flops"] = s["steps"] * s["step_flops"] + s["other_flops"]
         print(f"| {name} | {s['params'] / 1e6:.2f}M | {s['steps']:,} x {batch[name]} | {s['step_flops'] / 1e12:.4g} | "
               f"{s['other_flops'] / 1e15:.4g} | {s['total_flops'] / 1e15:.4g} | {s['state_bytes'] / 2**30:.2f} GiB | "
-              f"{s['activation_bytes'] / 2**30:.2f} GiB |")
+              f"{s['activation_bytes'] / 2**30:.2f} GiB | {(s['state_bytes'] + s['activation_bytes']) / 2**30:.2f} GiB |")
     other = "the latent cache's encoding" if train_config.latent_cache else "encoding each step's clips (no cache)"
     print(f"other PFLOP: {other}; evaluation and sample grids not counted. Time at {100 * mfu:.0f}% MFU (--mfu) "
           "of each GPU's bf16 dense peak (vendors' data sheets):")

@@ -61,11 +61,12 @@ def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
     # weights, gradients, AdamW's two moments (and the DiT's EMA copy, and the frozen VAE in stage dit), fp32
     assert stages["vae"]["state_bytes"] == 16 * vae_params
     assert stages["dit"]["state_bytes"] == 20 * dit_params + 4 * vae_params
+    assert cached["dit"]["state_bytes"] == stages["dit"]["state_bytes"] + 4 * 8 * (4 * 2 * 8 * 8)  # 8 latents, fp32
     assert all(stage["step_flops"] > 0 and stage["activation_bytes"] > 0 for stage in stages.values())
     out_dir = tmp_path / "never"
     train.main(["--estimate", "--preset", "laptop", "--out-dir", str(out_dir)])
     printed = capsys.readouterr().out
-    assert "| vae | 17.47M | 20,000 x 16 |" in printed and "| dit |" in printed and "H100" in printed
+    assert "| vae | 4.39M | 6,000 x 8 |" in printed and "| dit |" in printed and "H100" in printed
     assert not os.path.exists(out_dir)  # an estimate trains and writes nothing
 
 

@@ -107,7 +107,7 @@ def test_dit_stage_trains_the_vae_first_when_missing(tmp_path):
 def test_every_config_field_is_a_flag_and_presets_apply():
     configs = train.parse_args(["--preset", "laptop", "--dit-depth", "3", "--vae-channel-mults", "1,2,2",
                                 "--guidance-scale", "2.5"])
-    assert configs["world"].height == 64 and configs["dit"].dim == 384  # from the preset
+    assert configs["world"].height == 64 and configs["dit"].dim == 256  # from the preset
     assert configs["dit"].depth == 3 and configs["vae"].channel_mults == (1, 2, 2)  # explicit flags win
     assert configs["diffusion"].guidance_scale == 2.5
     with pytest.raises(SystemExit):
