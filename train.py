@@ -138,9 +138,9 @@ PRESETS = {
                 vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2500, vae_batch_size=4, vae_lr=2e-3,
                 dit_dim=128, dit_depth=4, dit_heads=4, text_dim=128, text_depth=2, text_heads=4,
                 dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192, given_prob=0.1),
-    # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens. Sized to an
-    # hour on an RTX 4060 Laptop GPU at 30% MFU, under 6 GB (`python train.py --estimate --preset laptop`): the cpu
-    # preset's recipe (a latent cache, 32 clips a step) with twice its widths and 7.5 times its DiT steps.
+    # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens. Sized to
+    # an hour on an RTX 4060 Laptop GPU, under 6 GB (`python train.py --estimate --preset laptop`: 43 minutes at
+    # 30% MFU, the hour at 21%): the cpu preset's recipe (a latent cache, 32 clips a step) at twice its widths.
     "laptop": dict(height=64, width=64, frames=17, digit_size=28, min_digits=1, max_digits=2,
                    vae_base_channels=32, vae_channel_mults=(1, 2, 4), vae_steps=6000, vae_batch_size=8,
                    vae_lr=1e-3, vae_warmup=200, vae_eval_clips=512,
@@ -189,7 +189,9 @@ class Ranks(NamedTuple):
     from the same seeded streams and trains on its own rows of it (`global_draw`), and DistributedDataParallel
     averages the gradients, so N ranks take the steps one process takes with the same flags (up to the order of
     float sums), and a checkpoint resumes under any N that divides the batches. Rank 0 alone logs, samples,
-    evaluates and writes files."""
+    evaluates and writes files, so every rank must see its --out-dir (one machine, or a shared folder). Dropout
+    in the models (--text-dropout, off by default) draws from each process's own stream: with it, N ranks train
+    as one process would only in distribution."""
     rank: int = 0
     size: int = 1
 
@@ -223,11 +225,24 @@ def start_data_parallel(train, device):
         raise ValueError("torchrun: data parallelism runs on CUDA (NCCL) or the CPU (gloo), not on MPS; pass "
                          "--device cpu or run plain python train.py")
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"torchrun: local rank {local_rank} has no GPU of its own (this machine shows "
+                             f"{torch.cuda.device_count()}): use --nproc_per_node {torch.cuda.device_count()} or fewer")
+        device = torch.device("cuda", local_rank)  # one GPU per rank (a --device index is overridden)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            device_id=device if device.type == "cuda" else None)
     RANKS = ranks
     return device
+
+
+def stop_data_parallel():
+    """Every rank, when training is done: wait for the others, then leave the process group (ranks leaving at
+    different times can hang NCCL). Rank 0's evaluation runs after this, alone."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def global_draw(draw, local_batch):
@@ -391,9 +406,8 @@ def clip_batches(world, seed, batch_size, start_step, num_workers, motion=False)
     start_step, start_step + 1, ...: clip i of the stream is always the same clip, so a resumed run continues the
     stream where it stopped. motion: batches also carry data.motion_field."""
     dataset = data.MovingDigits(world, "train", seed=seed, motion=motion)
-    sampler = rank_clip_indices(start_step, batch_size)
-    batch_size //= RANKS.size
-    return iter(torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=data.collate,
+    sampler, local_batch = rank_clip_indices(start_step, batch_size), batch_size // RANKS.size
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                                             persistent_workers=num_workers > 0))
 
@@ -514,6 +528,8 @@ def train_vae(train, world, vae_config, device):
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
                        f"{train.vae_batch_size} clips")
 
+    generator = torch.Generator().manual_seed(train.seed)  # the posterior noise
+
     def save(step, metrics):
         if RANKS.main:
             config = {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)}
@@ -524,7 +540,6 @@ def train_vae(train, world, vae_config, device):
     # ---- the loop
     started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
-    generator = torch.Generator().manual_seed(train.seed)  # the posterior noise
     if checkpoint is not None:  # the streams go on exactly as in the straight run
         restore_rng_state(checkpoint.get("rng"), generator)
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
@@ -595,7 +610,8 @@ def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, batch_size=6
     (c counts the motion channels too when motion_scale > 0)."""
     dataset = data.MovingDigits(world, "train", seed=seed, motion=motion_scale > 0)
     latents, captions = [], []
-    for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False):
+    for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False,
+                      disable=not RANKS.main):
         batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
         latents.append(batch_latents(vae, batch, motion_scale, device))
         captions += batch["caption"]
@@ -703,10 +719,11 @@ def objective_inputs(latents, captions, train, diffusion_config, generator, moti
         draw = lambda n: diffusion.sample_timesteps(n * f, diffusion_config, generator).view(n, f)
         t_frames = global_draw(draw, B).to(device)  # (B, f)
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-    given = global_draw(lambda n: diffusion.sample_given_frames(n, f, train.given_prob, generator), B)  # (B, f)
-    if not given.any():  # a batch without given frames keeps t as it is, and every frame carries the loss
+    if train.given_prob == 0 or f == 1:  # no frame can be given: t stays as it is, every frame carries the loss
         return latents, captions, t, noise, None
-    given = given.to(device)
+    # (decided by the flags, not by whether this batch happens to have given frames: every rank, and every
+    # compiled step, then meets the same shapes)
+    given = global_draw(lambda n: diffusion.sample_given_frames(n, f, train.given_prob, generator), B).to(device)
     if motion_channels:
         motion = latents[:, -motion_channels:] * ~given[:, None, :, None, None]  # (B, 2, f, h, w)
         latents = torch.cat([latents[:, :-motion_channels], motion], 1)
@@ -757,13 +774,13 @@ def peak_flops(device):
 
 def dit_log_line(step, window, lr, train, flops_per_token, device):
     """The log line of the steps since the last one: mean loss and grad norm, speed, and MFU on a known GPU.
-    flops_per_token: of a training step, per video token (the tokens counted are every rank's, the MFU per GPU)."""
+    flops_per_token: of a training step, per video token; the tokens are every rank's, the MFU is per GPU."""
     (loss_mean, grad_mean), elapsed, n, tokens = window.read()
     peak = peak_flops(device)
     line = (f"dit step {step:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | lr {lr:.2e} | "
             f"{1000 * elapsed / n:.0f} ms/step | {train.dit_batch_size * n / elapsed:.1f} clips/s | "
             f"{tokens / elapsed:,.0f} tok/s")
-    return line + (f" | MFU {100 * flops_per_token * tokens / elapsed / peak:.1f}%" if peak else "")
+    return line + (f" | MFU {100 * flops_per_token * tokens / elapsed / (peak * RANKS.size):.1f}%" if peak else "")
 
 
 class LossByT:
@@ -844,7 +861,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                                    "vae": trained_on, "rng": rng_state(generator)})
 
     # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate)
-    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160) / RANKS.size
+    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
     dit.train(), text_encoder.train()
@@ -955,27 +972,18 @@ def main(argv=None):
             bench.bench(configs, device, report.bench)
         return
     make_folder(train.out_dir, "--out-dir")
+    started = time.perf_counter()
     device = start_data_parallel(train, device)
-    try:
-        train_stages(configs, device)
-    finally:
-        if RANKS.size > 1:
-            dist.destroy_process_group()
-
-
-def train_stages(configs, device):
-    """Both stages, or the one --stage names, then the evaluation; under torchrun, on every rank."""
-    train, started = configs["train"], time.perf_counter()
     if train.stage in ("vae", "all"):
         train_vae(train, configs["world"], configs["vae"], device)
     if train.stage in ("dit", "all"):
         train_dit(train, configs["world"], configs["vae"], configs["dit"], configs["text"], configs["diffusion"], device)
-        if train.eval_clips and RANKS.main:
-            # What the run achieved, in the world's own terms: identity, motion, count, persistence, physics, FVD.
-            # The captions' splits only (the prompt splits, `python evaluate.py`, would double the time).
-            evaluate.evaluate_checkpoints(train.out_dir, train.eval_clips, device, seed=train.seed,
-                                          json_path=os.path.join(train.out_dir, "eval.json"),
-                                          splits=("val", "holdout"))
+    stop_data_parallel()
+    if train.stage in ("dit", "all") and train.eval_clips and RANKS.main:
+        # What the run achieved, in the world's own terms: identity, motion, count, persistence, physics, FVD.
+        # The captions' splits only (the prompt splits, `python evaluate.py`, would double the time).
+        evaluate.evaluate_checkpoints(train.out_dir, train.eval_clips, device, seed=train.seed,
+                                      json_path=os.path.join(train.out_dir, "eval.json"), splits=("val", "holdout"))
     log(train.out_dir, f"train.py finished in {(time.perf_counter() - started) / 60:.1f} min")
 
 

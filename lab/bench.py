@@ -74,20 +74,21 @@ def count(step):
 
 
 def time_step(step, device, seconds):
-    """(seconds per step, peak bytes allocated on a GPU or None) of step(), timed for about `seconds` after two
-    warm-up calls."""
+    """(seconds per step, peak bytes allocated on a GPU or None) of step(): the median of the steps run in about
+    `seconds` after two warm-up calls. The median, not the mean: with --compile a step that meets a new variant
+    (a batch without given frames has no frame mask) compiles it, seconds that a long run pays once."""
     step(), step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or steps < 3:
+    times, started = [], time.perf_counter()
+    while time.perf_counter() - started < seconds or len(times) < 3:
+        tick = time.perf_counter()
         step()
-        steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / steps, (torch.cuda.max_memory_allocated(device)
-                                                     if device.type == "cuda" else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # a benchmark may wait for the GPU at every step; training does not
+        times.append(time.perf_counter() - tick)
+    return float(np.median(times)), (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
 
 
 def training_captions(world, clips, seed=0):
