@@ -34,6 +34,7 @@ import copy
 import itertools
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
@@ -243,6 +244,11 @@ def stop_data_parallel():
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def ranks_note():
+    """', over N ranks' for the log under torchrun, '' for one process."""
+    return f" over {RANKS.size} ranks" if RANKS.size > 1 else ""
 
 
 def global_draw(draw, local_batch):
@@ -516,6 +522,10 @@ def train_vae(train, world, vae_config, device):
         if RANKS.main:
             write_missing_vae_outputs(train.out_dir, world, device)
         return
+    if checkpoint is not None and os.path.exists(os.path.join(train.out_dir, "dit.pt")):
+        raise ValueError(f"{train.out_dir} holds a dit.pt, which works only with the VAE it was trained on: training "
+                         "vae.pt further would change that VAE; use --stage dit (with --dit-steps, not --steps, to "
+                         "train the DiT further), or copy vae.pt to another --out-dir")
 
     # ---- model and optimizer
     vae, optimizer, start_step = vae_model(train, world, vae_config, checkpoint, device)
@@ -526,7 +536,7 @@ def train_vae(train, world, vae_config, device):
     latent = vae.latent_shape(world.frames, world.height, world.width)
     log(train.out_dir, f"stage vae on {device}: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
-                       f"{train.vae_batch_size} clips")
+                       f"{train.vae_batch_size} clips" + ranks_note())
 
     generator = torch.Generator().manual_seed(train.seed)  # the posterior noise
 
@@ -817,7 +827,7 @@ def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     text_params = sum(p.numel() for p in text_encoder.parameters())
     return tokens_per_clip, (f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
                              f"{text_params / 1e6:.2f}M parameters, latent {latent_shape}, {tokens_per_clip} tokens "
-                             f"per clip, {steps} steps of {train.dit_batch_size} clips")
+                             f"per clip, {steps} steps of {train.dit_batch_size} clips" + ranks_note())
 
 
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
@@ -957,6 +967,11 @@ def parse_args(argv=None):
         check_configs(configs)
     except ValueError as e:
         parser.error(str(e))
+    given = [arg.split("=")[0] for arg in (sys.argv[1:] if argv is None else argv)]
+    both = [flag for flag in ("--vae-steps", "--dit-steps") if flag in given]
+    if configs["train"].steps and both:  # --steps would silently win
+        parser.error(f"--steps {configs['train'].steps} sets both stages' steps and overrides {' and '.join(both)}: "
+                     "give --steps or the stage's own flag, not both")
     return configs
 
 

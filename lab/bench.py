@@ -214,6 +214,8 @@ def estimate(configs):
 
 def duration(seconds):
     """A span of time for a reader: '40 s', '12.5 min', '8.4 h'."""
+    if seconds < 1:
+        return "< 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
@@ -236,8 +238,11 @@ def print_estimate(configs, mfu):
               f"{s['other_flops'] / 1e15:.4g} | {s['total_flops'] / 1e15:.4g} | {s['state_bytes'] / 2**30:.2f} GiB | "
               f"{s['activation_bytes'] / 2**30:.2f} GiB | {(s['state_bytes'] + s['activation_bytes']) / 2**30:.2f} GiB |")
     other = "the latent cache's encoding" if train_config.latent_cache else "encoding each step's clips (no cache)"
-    print(f"other PFLOP: {other}; evaluation and sample grids not counted. Time at {100 * mfu:.0f}% MFU (--mfu) "
-          "of each GPU's bf16 dense peak (vendors' data sheets):")
+    print(f"dit: the DiT and the text encoder. other PFLOP: {other}; evaluation and sample grids not counted. "
+          "Memory: weights, gradients, AdamW (+ EMA, frozen VAE, cache), saved activations, fp32, in one process "
+          "(under torchrun each of N GPUs holds 1/N of the activations, and the times divide by about N).")
+    print(f"Time on one GPU at {100 * mfu:.0f}% MFU (--mfu) of its bf16 dense peak (train.PEAK_BF16_FLOPS: "
+          "vendors' data sheets; the 4060 Laptop's derived):")
     for gpu, peak in train.PEAK_BF16_FLOPS.items():
         times = [s["total_flops"] / (mfu * peak) for s in stages.values()]
         print(f"  {gpu} ({peak / 1e12:.0f} TFLOP/s): vae {duration(times[0])}, dit {duration(times[1])}, "

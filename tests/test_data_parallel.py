@@ -75,8 +75,9 @@ def test_two_processes_train_what_one_process_trains_and_rank_0_alone_writes(run
         assert torch.equal(a["rng"]["generator"], b["rng"]["generator"]) and a["step"] == b["step"] == 20
     assert sorted(os.listdir(one)) == sorted(os.listdir(two))  # the same files, no temporary ones left
     # every line once (rank 0's), numbers aside (their last digits and the timings differ)
-    lines = lambda out_dir: [re.sub(r"[\d.,]+", "#", line.replace(out_dir, "DIR"))
+    lines = lambda out_dir: [re.sub(r"[\d.,]+", "#", line.replace(out_dir, "DIR").replace(" over 2 ranks", ""))
                              for line in open(os.path.join(out_dir, "log.txt"))]
+    assert open(os.path.join(two, "log.txt")).read().count(" over 2 ranks") == 2  # the two stages' headers say so
     assert lines(one) == lines(two) and len(lines(one)) > 40
 
 

@@ -100,7 +100,7 @@ def test_a_run_interrupted_and_resumed_in_both_stages_equals_the_straight_run(tm
 def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys, stage):
     out_dir = str(tmp_path)
     flags = TINY + ["--out-dir", out_dir, "--ckpt-every", "1"]
-    train.main(flags + ["--steps", "2"])
+    train.main(flags + ["--steps", "2", "--stage", "vae" if stage == "vae" else "all"])  # no DiT on a VAE to retrain
     path = os.path.join(out_dir, f"{stage}.pt")
     good = torch.load(path, weights_only=True)
     with pytest.raises(SystemExit) as stopped:  # the same run, resumed with a learning rate that diverges
@@ -114,6 +114,16 @@ def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert kept["step"] >= 2 and all_finite(kept["model"]) and all_finite(kept.get("ema"))
     if kept["step"] == 2:
         assert_same_tensors(kept["model"], good["model"])
+
+
+def test_a_vae_with_a_dit_trained_on_it_is_not_trained_further(tmp_path):
+    """--resume with more VAE steps would overwrite the vae.pt a dit.pt needs: refused before anything is written."""
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
+    before = open(os.path.join(out_dir, "vae.pt"), "rb").read()
+    with pytest.raises(ValueError, match="holds a dit.pt, which works only with the VAE it was trained on"):
+        train.main(TINY + ["--out-dir", out_dir, "--resume", "--vae-steps", "2"])
+    assert open(os.path.join(out_dir, "vae.pt"), "rb").read() == before
 
 
 def test_sample_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
@@ -163,6 +173,7 @@ TRAIN_CASES = [
     (["--digit-size", "40"], "canvas must be larger than a digit"),
     (["--device", "bogus"], "--device 'bogus' is not a device"),
     (["--vae-steps", "x"], "invalid int value"),
+    (["--steps", "10", "--dit-steps=14"], "--steps 10 sets both stages' steps and overrides --dit-steps"),
     (["--dit-text-dim", "64"], "unrecognized arguments"),  # derived from the text encoder: not a flag
 ]
 
@@ -303,7 +314,9 @@ def test_a_dit_is_never_decoded_by_another_vae(trained, tmp_path):
     with pytest.raises(ValueError, match="trained on the latents of another VAE .*same config, other weights"):
         common.load_models(mixed, CPU)
     with pytest.raises(ValueError, match="trained on the latents of another VAE"):  # nor trained further on it
-        train.main(TINY + ["--out-dir", mixed, "--steps", "3", "--resume"])
+        train.main(TINY + ["--out-dir", mixed, "--steps", "3", "--resume", "--stage", "dit"])
+    with pytest.raises(ValueError, match="holds a dit.pt, which works only with the VAE it was trained on"):
+        train.main(TINY + ["--out-dir", mixed, "--steps", "3", "--resume"])  # and its VAE is not trained on
     common.load_models(trained, CPU)  # its own VAE: fine
 
 
