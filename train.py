@@ -499,6 +499,15 @@ def posterior_noise(vae, video, generator):
     return global_draw(lambda n: torch.randn(n, *shape, generator=generator), len(video))
 
 
+def check_no_dit_on(vae_path, out_dir):
+    """Raise ValueError if out_dir holds a dit.pt: it works only with the VAE it was trained on, which training
+    vae_path further would change (nothing a user made is lost)."""
+    if os.path.exists(os.path.join(out_dir, "dit.pt")):
+        raise ValueError(f"{out_dir} holds a dit.pt, which works only with the VAE it was trained on: training "
+                         f"{vae_path} further would change that VAE; use --stage dit (with --dit-steps, not --steps, to "
+                         "train the DiT further), or copy vae.pt to another --out-dir")
+
+
 def vae_model(train, world, vae_config, checkpoint, device):
     """(the VAE, its AdamW, the step to start from): initialised from the seed, or from the checkpoint if any."""
     torch.manual_seed(train.seed)
@@ -522,10 +531,8 @@ def train_vae(train, world, vae_config, device):
         if RANKS.main:
             write_missing_vae_outputs(train.out_dir, world, device)
         return
-    if checkpoint is not None and os.path.exists(os.path.join(train.out_dir, "dit.pt")):
-        raise ValueError(f"{train.out_dir} holds a dit.pt, which works only with the VAE it was trained on: training "
-                         "vae.pt further would change that VAE; use --stage dit (with --dit-steps, not --steps, to "
-                         "train the DiT further), or copy vae.pt to another --out-dir")
+    if checkpoint is not None:
+        check_no_dit_on(path, train.out_dir)
 
     # ---- model and optimizer
     vae, optimizer, start_step = vae_model(train, world, vae_config, checkpoint, device)
@@ -835,7 +842,6 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     out_dir/dit.pt (with EMA weights and every random stream) and samples.gif. Raises TrainingDiverged on NaN."""
     out_dir, path, steps = train.out_dir, os.path.join(train.out_dir, "dit.pt"), train.steps or train.dit_steps
     vae, vae_checkpoint = frozen_vae(train, world, vae_config, device)
-    trained_on = vae_record(vae_checkpoint)  # kept in dit.pt: sampling refuses to decode with another VAE
     dit_config = derived_dit_config(dit_config, vae.config, text_config, train)
     motion_channels = dit_config.latent_channels - vae.config.latent_channels  # the motion target's, or 0
     configs = {"dit": dit_config, "text": text_config, "diffusion": diffusion_config, "world": world}
@@ -862,13 +868,13 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
         restore_rng_state(checkpoint.get("rng"), generator)
 
-    def save(step, metrics):
+    def save(step, metrics):  # with a record of its VAE: sampling refuses to decode with another
         if RANKS.main:
             save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
                                    "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
                                    "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
                                    "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
-                                   "vae": trained_on, "rng": rng_state(generator)})
+                                   "vae": vae_record(vae_checkpoint), "rng": rng_state(generator)})
 
     # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate)
     flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
