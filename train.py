@@ -294,8 +294,8 @@ def ema_decay_at(step, decay):
 
 def rng_state(generator=None):
     """Every random stream training draws from, for the checkpoint, so that a resumed run draws exactly what the
-    straight run would have: torch's global streams (dropout) and the stage's generator (the VAE's posterior
-    noise; the DiT's cache indices, caption dropout, timesteps, noise and given frames)."""
+    straight run would have: torch's global streams (the VAE's posterior noise, dropout) and the DiT's generator
+    (cache indices, caption dropout, timesteps, noise, given frames)."""
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -314,7 +314,7 @@ def restore_rng_state(state, generator=None):
         torch.cuda.set_rng_state_all(state["cuda"])
     if "mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["mps"])
-    if generator is not None and "generator" in state:  # a VAE from before its noise had a generator: from the seed
+    if generator is not None:
         generator.set_state(state["generator"])
 
 
@@ -492,11 +492,11 @@ def finish_vae(vae, world, train, device):
     return {"val_psnr": evaluate_vae(vae, world, device, train.vae_eval_clips), "latent_scale": float(vae.latent_scale)}
 
 
-def posterior_noise(vae, video, generator):
-    """The VAE's reparameterisation noise for this rank's video (B, C, F, H, W): (B, c, f, h, w), drawn on the CPU
-    as the global batch's (`global_draw`)."""
+def posterior_noise(vae, video):
+    """The VAE's reparameterisation noise for this rank's video (B, C, F, H, W): (B, c, f, h, w), drawn from torch's
+    CPU stream as the global batch's (`global_draw`; every rank's stream is seeded alike)."""
     shape = vae.latent_shape(*video.shape[2:])  # (c, f, h, w)
-    return global_draw(lambda n: torch.randn(n, *shape, generator=generator), len(video))
+    return global_draw(lambda n: torch.randn(n, *shape), len(video))
 
 
 def check_no_dit_on(vae_path, out_dir):
@@ -545,20 +545,18 @@ def train_vae(train, world, vae_config, device):
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
                        f"{train.vae_batch_size} clips" + ranks_note())
 
-    generator = torch.Generator().manual_seed(train.seed)  # the posterior noise
-
     def save(step, metrics):
         if RANKS.main:
             config = {"vae": asdict(vae_config), "world": asdict(world), "train": asdict(train)}
             save_checkpoint(path, {"config": config, "model": vae.state_dict(), "optimizer": optimizer.state_dict(),
                                    "step": step, "latent_scale": float(vae.latent_scale), "metrics": metrics,
-                                   "rng": rng_state(generator)})
+                                   "rng": rng_state()})
 
     # ---- the loop
     started = time.perf_counter()
     batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
-    if checkpoint is not None:  # the streams go on exactly as in the straight run
-        restore_rng_state(checkpoint.get("rng"), generator)
+    if checkpoint is not None:  # after the loader, whose making draws from torch's stream: the posterior noise
+        restore_rng_state(checkpoint.get("rng"))  # then goes on exactly as in the straight run
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
     vae.train()
     window = StepWindow("vae", train, start_step)
@@ -569,7 +567,7 @@ def train_vae(train, world, vae_config, device):
         video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1], this rank's
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
-        noise = posterior_noise(vae, video, generator).to(device, non_blocking=True)  # (B, c, f, h, w)
+        noise = posterior_noise(vae, video).to(device, non_blocking=True)  # (B, c, f, h, w)
         with autocast(device):
             loss, mse, kl = loss_fn(video, noise)
         optimizer.zero_grad(set_to_none=True)
