@@ -293,8 +293,7 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
                ) -> torch.Tensor:  # -> (B, c, f, h, w)
-        # reparameterisation: the noise is an input, so gradients flow to mean and logvar. noise: the standard
-        # normal draw itself, for a caller that draws it elsewhere (train.py's ranks draw a whole batch's)
+        # reparameterisation: the noise is an input, so gradients flow to mean and logvar (or given, drawn elsewhere)
         if noise is None:
             noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * noise.to(self.mean.dtype)

@@ -75,8 +75,8 @@ def count(step):
 
 def time_step(step, device, seconds):
     """(seconds per step, peak bytes allocated on a GPU or None) of step(): the median of the steps run in about
-    `seconds` after two warm-up calls. The median, not the mean: with --compile a step that meets a new variant
-    (a batch without given frames has no frame mask) compiles it, seconds that a long run pays once."""
+    `seconds` after two warm-up calls. The median, not the mean: with --compile a step that meets a new shape
+    compiles it first, seconds that a long run pays once."""
     step(), step()
     if device.type == "cuda":
         torch.cuda.synchronize()
