@@ -84,18 +84,25 @@ def velocity_target(x0, noise):
     return noise - x0
 
 
-def loss(velocity_fn, x0, t, noise, frame_mask=None):
+def loss(velocity_fn, x0, t, noise, frame_mask=None, channel_weights=None):
     """Rectified-flow loss: MSE between predicted and target velocity, one value per sample (B,).
 
     x0, noise (B, c, f, h, w); t (B,) or (B, f). frame_mask (B, f) bool, True where the frame is generated:
-    given (clean, t = 0) frames are left out of the mean, since there is nothing there to learn. Per-sample
-    values let training log the loss per timestep bin (`loss_per_bin`); call `.mean()` to backpropagate.
+    given (clean, t = 0) frames are left out of the mean, since there is nothing there to learn. channel_weights
+    (c,): how much each channel's squared error counts (a weighted mean over channels); None weighs them alike.
+    Per-sample values let training log the loss per timestep bin (`loss_per_bin`); call `.mean()` to
+    backpropagate.
     """
     noisy_latents = add_noise(x0, noise, t)  # (B, c, f, h, w)
     predicted = velocity_fn(noisy_latents, t)  # (B, c, f, h, w)
     # Mean over channels and pixels first, in float32 even under autocast: every frame has the same number
     # of elements, so the masked mean over frames below equals the mean over all unmasked elements.
-    per_frame = (predicted.float() - velocity_target(x0, noise).float()).square().mean(dim=(1, 3, 4))  # (B, f)
+    squared_error = (predicted.float() - velocity_target(x0, noise).float()).square()  # (B, c, f, h, w)
+    if channel_weights is None:
+        per_frame = squared_error.mean(dim=(1, 3, 4))  # (B, f)
+    else:
+        weights = channel_weights.float() / channel_weights.float().sum()  # (c,), summing to 1
+        per_frame = (squared_error.mean(dim=(3, 4)) * weights[:, None]).sum(dim=1)  # (B, c, f) -> (B, f)
     if frame_mask is None:
         return per_frame.mean(dim=1)  # (B,)
     frame_mask = frame_mask.to(per_frame.dtype)  # (B, f)

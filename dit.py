@@ -82,6 +82,18 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
+def attention(q, k, v, attn_mask=None, dropout_p=0.0):
+    """F.scaled_dot_product_attention on (B, heads, L, head_dim) tensors, in fp32 on the CPU: under bf16 autocast
+    PyTorch's CPU flash-attention kernel runs 5x slower than in fp32 (forward and backward, measured at this
+    model's shapes), while the matrix products around it gain from bf16. On CUDA bf16 is what the kernel is fast at."""
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    with torch.autocast("cpu", enabled=False):
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                             dropout_p=dropout_p)
+    return out.to(q.dtype)  # (B, heads, L, head_dim)
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention among all L spacetime tokens at once (full 3D attention: every patch sees every
     other patch in space and time), with QK-norm and 3D RoPE on the queries and keys."""
@@ -103,7 +115,7 @@ class SelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         # RoPE after the norm, so the score compares rotated (position-aware) unit-scale vectors.
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, L, head_dim), flash kernel when available
+        out = attention(q, k, v)  # (B, heads, L, head_dim), flash kernel when available
         return self.proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
 
 
@@ -131,7 +143,7 @@ class CrossAttention(nn.Module):
         # which gives NaN on some kernels. Let such a row attend everywhere (finite), then zero its result.
         has_text = text_mask.any(dim=1)  # (B,)
         attn_mask = (text_mask | ~has_text[:, None])[:, None, None, :]  # (B, 1, 1, S), True = may be attended
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, heads, L, head_dim)
+        out = attention(q, k, v, attn_mask=attn_mask)  # (B, heads, L, head_dim)
         out = self.proj(out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
         return out * has_text[:, None, None].to(out.dtype)  # (B, L, D)
 

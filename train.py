@@ -67,6 +67,8 @@ class TrainConfig:
     device: str = ""  # "" = cuda, else mps, else cpu
     num_workers: int = 0  # DataLoader processes making clips (0: in the training process)
     compile: bool = False  # torch.compile the models' training step
+    # "auto": bf16 autocast on CUDA and on CPUs with AMX (bf16 matrix units), fp32 elsewhere (common.uses_bf16)
+    precision: str = "auto"
     steps: int = 0  # if > 0, overrides vae_steps and dit_steps (handy for quick runs)
     grad_clip: float = 1.0
     log_every: int = 25
@@ -96,6 +98,9 @@ class TrainConfig:
     # > 0: the DiT also denoises the world's exact motion (data.motion_field on the latent grid, times this scale)
     # as extra latent channels, so that a caption's direction words change what it must predict (VideoJAM)
     motion_scale: float = 0.0
+    # how much the motion channels' mean squared error counts against the video channels' (1); 0.5 weighs all
+    # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
+    motion_weight: float = 0.5
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
@@ -104,11 +109,13 @@ class TrainConfig:
         """Refuse, naming the flag, values that would fail deep inside torch or silently train nothing."""
         if self.stage not in ("vae", "dit", "all"):
             raise ValueError(f"--stage must be vae, dit or all: got {self.stage!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"--precision must be auto, fp32 or bf16: got {self.precision!r}")
         rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
                                             "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips")),
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
                                              "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips",
-                                             "motion_scale")),
+                                             "motion_scale", "motion_weight")),
                  ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob")),
                  ("in [0, 1)", lambda v: 0 <= v < 1, ("ema_decay", "caption_dropout")))
         for rule, holds, names in rules:
@@ -136,9 +143,10 @@ class ReportConfig:
 PRESETS = {
     # A 2-core CPU: one 16-pixel digit on a 32x32 canvas, 9 frames -> latent (4, 3, 8, 8), 48 tokens.
     "cpu": dict(height=32, width=32, frames=9, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
-                vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2500, vae_batch_size=4, vae_lr=2e-3,
-                dit_dim=128, dit_depth=4, dit_heads=4, text_dim=128, text_depth=2, text_heads=4,
-                dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192, given_prob=0.1),
+                vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2000, vae_batch_size=4, vae_lr=2e-3,
+                dit_dim=192, dit_depth=4, dit_heads=6, text_dim=128, text_depth=1, text_heads=4,
+                dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192, given_prob=0.1,
+                motion_scale=3.0, motion_weight=0.25),
     # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens. Sized to
     # an hour on an RTX 4060 Laptop GPU, under 6 GB (`python train.py --estimate --preset laptop`: 43 minutes at
     # 30% MFU, the hour at 21%): the cpu preset's recipe (a latent cache, 32 clips a step) at twice its widths.
@@ -249,6 +257,11 @@ def stop_data_parallel():
 def ranks_note():
     """', over N ranks' for the log under torchrun, '' for one process."""
     return f" over {RANKS.size} ranks" if RANKS.size > 1 else ""
+
+
+def precision_note(device, precision):
+    """' (bf16 autocast)' or ' (fp32)' for a stage's first log line."""
+    return " (bf16 autocast)" if common.uses_bf16(device, precision) else " (fp32)"
 
 
 def global_draw(draw, local_batch):
@@ -541,7 +554,8 @@ def train_vae(train, world, vae_config, device):
     objective = data_parallel(VAEObjective(vae), device)
     loss_fn = torch.compile(objective) if train.compile else objective
     latent = vae.latent_shape(world.frames, world.height, world.width)
-    log(train.out_dir, f"stage vae on {device}: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
+    log(train.out_dir, f"stage vae on {device}{precision_note(device, train.precision)}: "
+                       f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
                        f"{train.vae_batch_size} clips" + ranks_note())
 
@@ -568,7 +582,7 @@ def train_vae(train, world, vae_config, device):
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
         noise = posterior_noise(vae, video).to(device, non_blocking=True)  # (B, c, f, h, w)
-        with autocast(device):
+        with autocast(device, train.precision):
             loss, mse, kl = loss_fn(video, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -606,12 +620,12 @@ def train_vae(train, world, vae_config, device):
 
 
 @torch.no_grad()
-def batch_latents(vae, batch, motion_scale, device, keep=None):
+def batch_latents(vae, batch, motion_scale, device, keep=None, precision="auto"):
     """The DiT's clean latents for a batch of clips: the VAE's (B, c, f, h, w), followed, when motion_scale > 0, by
     the clips' exact motion on the same grid, (B, 2, f, h, w) times motion_scale. keep: latent frames kept (1:
     the first only, an image; None: all)."""
     video = batch["video"].to(device, non_blocking=True)  # (B, 1, F, H, W)
-    with autocast(device):  # frame 0 alone encodes to exactly the first latent frame
+    with autocast(device, precision):  # frame 0 alone encodes to exactly the first latent frame
         latents = vae.encode_latents(video[:, :, :keep], check_values=False).float()  # no GPU wait
     if motion_scale == 0:
         return latents
@@ -620,7 +634,7 @@ def batch_latents(vae, batch, motion_scale, device, keep=None):
     return torch.cat([latents, motion_scale * motion], 1)  # (B, c + 2, f, h, w)
 
 
-def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, batch_size=64):
+def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, precision="auto", batch_size=64):
     """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream
     (c counts the motion channels too when motion_scale > 0)."""
     dataset = data.MovingDigits(world, "train", seed=seed, motion=motion_scale > 0)
@@ -628,7 +642,7 @@ def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, batch_size=6
     for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False,
                       disable=not RANKS.main):
         batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
-        latents.append(batch_latents(vae, batch, motion_scale, device))
+        latents.append(batch_latents(vae, batch, motion_scale, device, precision=precision))
         captions += batch["caption"]
     return torch.cat(latents), captions
 
@@ -663,13 +677,13 @@ class LatentSource:
     image. Under torchrun each rank gets its rows of every batch."""
 
     def __init__(self, vae, world, train, start_step, steps, device):
-        self.vae, self.device, self.motion_scale = vae, device, train.motion_scale
+        self.vae, self.device, self.motion_scale, self.precision = vae, device, train.motion_scale, train.precision
         self.batch_size = train.dit_batch_size // RANKS.size  # this rank's clips per step
         self.image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob  # (steps,)
         self.cached_latents = None
         if train.latent_cache:
             self.cached_latents, self.cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device,
-                                                                     train.motion_scale)
+                                                                     train.motion_scale, train.precision)
             log(train.out_dir, f"latent cache: {len(self.cached_captions)} clips, latents "
                                f"{tuple(self.cached_latents.shape)}")
         else:
@@ -685,7 +699,7 @@ class LatentSource:
             captions = [self.cached_captions[i] for i in index.tolist()]
             return self.cached_latents[index, :, :keep].to(self.device), captions
         batch = next(self.clips)
-        return batch_latents(self.vae, batch, self.motion_scale, self.device, keep), batch["caption"]
+        return batch_latents(self.vae, batch, self.motion_scale, self.device, keep, self.precision), batch["caption"]
 
 
 def caption_tokens(captions, text_config, train, device):
@@ -701,14 +715,23 @@ class VelocityLoss(torch.nn.Module):
     ranks through the forward of the module it wraps. The captions come tokenized (ids, mask (B, S)), since Python
     strings would make the compiler specialise on their text."""
 
-    def __init__(self, text_encoder, dit):
+    def __init__(self, text_encoder, dit, channel_weights=None):
         super().__init__()
         self.text_encoder, self.dit = text_encoder, dit
+        self.register_buffer("channel_weights", channel_weights, persistent=False)  # (c,) or None
 
     def forward(self, latents, t, noise, ids, mask, frame_mask):  # as diffusion.loss; -> (B,)
         text, mask, pooled = self.text_encoder(ids, mask)  # (B, S, E), (B, S), (B, E)
         velocity_fn = lambda x, t_: self.dit(x, t_, text, mask, pooled)
-        return diffusion.loss(velocity_fn, latents, t, noise, frame_mask)  # (B,)
+        return diffusion.loss(velocity_fn, latents, t, noise, frame_mask, self.channel_weights)  # (B,)
+
+
+def loss_channel_weights(latent_channels, motion_channels, motion_weight):
+    """(c + motion,) weights for diffusion.loss: the video channels' mean squared error counts 1, the motion
+    channels' motion_weight (--motion-weight); None without a motion target (a plain mean)."""
+    if not motion_channels:
+        return None
+    return torch.tensor([1 / latent_channels] * latent_channels + [motion_weight / motion_channels] * motion_channels)
 
 
 def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0):
@@ -830,7 +853,8 @@ def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
     text_params = sum(p.numel() for p in text_encoder.parameters())
-    return tokens_per_clip, (f"stage dit on {device}: DiT {dit.num_params() / 1e6:.2f}M + text encoder "
+    return tokens_per_clip, (f"stage dit on {device}{precision_note(device, train.precision)}: "
+                             f"DiT {dit.num_params() / 1e6:.2f}M + text encoder "
                              f"{text_params / 1e6:.2f}M parameters, latent {latent_shape}, {tokens_per_clip} tokens "
                              f"per clip, {steps} steps of {train.dit_batch_size} clips" + ranks_note())
 
@@ -858,7 +882,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header)
 
-    objective = data_parallel(VelocityLoss(text_encoder, dit), device)
+    weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
+    objective = data_parallel(VelocityLoss(text_encoder, dit, weights).to(device), device)
     loss_fn = torch.compile(objective) if train.compile else objective
     started = time.perf_counter()
     source = LatentSource(vae, world, train, start_step, steps, device)
@@ -888,7 +913,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
                                                                    generator, motion_channels)
         ids, mask = caption_tokens(captions, text_config, train, device)  # (B, S), (B, S)
-        with autocast(device):
+        with autocast(device, train.precision):
             per_sample_loss = loss_fn(latents, t, noise, ids, mask, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
         optimizer.zero_grad(set_to_none=True)

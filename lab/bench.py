@@ -40,9 +40,9 @@ from vae import VideoVAE  # noqa: E402
 META = torch.device("meta")
 
 
-def matmul_rate(device, size=1024, seconds=1.0):
-    """FLOP/s of fp32 size x size matrix products on device, with the threads torch uses now."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_rate(device, size=1024, seconds=1.0, dtype=torch.float32):
+    """FLOP/s of size x size matrix products of dtype on device, with the threads torch uses now."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     torch.mm(a, b)  # warm-up: first-call costs are not the rate
     products, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -111,7 +111,7 @@ def vae_step(configs, device):
     loss_fn = torch.compile(vae.loss) if train_config.compile and device != META else vae.loss
 
     def step():
-        with common.autocast(device):
+        with common.autocast(device, configs["train"].precision):
             loss = loss_fn(video, check_values=False)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,7 +130,7 @@ def encode_step(configs, device):
 
     @torch.no_grad()
     def step():
-        with common.autocast(device):
+        with common.autocast(device, configs["train"].precision):
             vae.encode_latents(video, check_values=False)
 
     return step
@@ -164,13 +164,14 @@ def dit_step(configs, device):
     latents = torch.randn(B, c + motion, f, h, w, device=device)
     generator = torch.Generator().manual_seed(0)
     ids, mask = train.caption_tokens(captions, configs["text"], train_config, device)  # (B, S), (B, S)
-    objective = train.VelocityLoss(text_encoder, dit)
+    weights = train.loss_channel_weights(c, motion, train_config.motion_weight)
+    objective = train.VelocityLoss(text_encoder, dit, weights).to(device)
     loss_fn = torch.compile(objective) if train_config.compile and device != META else objective
 
     def step():
         x0, _, t, noise, frame_mask = train.objective_inputs(latents, captions, train_config, diffusion_config,
                                                              generator, motion)
-        with common.autocast(device):
+        with common.autocast(device, configs["train"].precision):
             loss = loss_fn(x0, t, noise, ids, mask, frame_mask).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,7 +259,7 @@ def text_share(configs, device, seconds):
     ids, mask = train.caption_tokens(captions, configs["text"], configs["train"], device)  # (B, S), (B, S)
 
     def step():
-        with common.autocast(device):
+        with common.autocast(device, configs["train"].precision):
             text, _, pooled = text_encoder(ids, mask)
         (text.float().square().mean() + pooled.float().square().mean()).backward()
 
@@ -272,6 +273,9 @@ def bench(configs, device, seconds):
     frozen VAE and the latent cache (estimate counts the first two)."""
     peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
     peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
+    if device.type == "cpu" and common.uses_bf16(device, configs["train"].precision):
+        print(f"bf16 autocast on the CPU: bf16 matmul rate here {matmul_rate(device, dtype=torch.bfloat16) / 1e9:,.0f}"
+              f" GFLOP/s (the ratios below stay against fp32's, {peak / 1e9:,.0f})")
     train_config = configs["train"]
     steps = {"vae": (lambda on: vae_step(configs, on), train_config.vae_batch_size, "clips"),
              "dit": (lambda on: dit_step(configs, on), video_tokens(configs), "video tokens")}

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+import common
 import train
 from dit import DiT
 from lab import bench
@@ -19,8 +20,9 @@ def test_counted_dit_flops_match_the_analytic_count(preset):
     """FlopCounterMode on the meta device sees what DiT.flops_per_token says a training step costs (3x forward)."""
     configs = train.parse_args(["--preset", preset])
     world = configs["world"]
-    c, f, h, w = VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
+    _, f, h, w = VideoVAE(configs["vae"]).latent_shape(world.frames, world.height, world.width)
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"])
+    c = dit_config.latent_channels  # the VAE's, plus the motion target's where the preset has one
     with bench.META:
         dit = DiT(dit_config)
     B, S, L = 2, 60, f * h * w // 4  # patches of 1x2x2 latent cells
@@ -61,7 +63,8 @@ def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
     # weights, gradients, AdamW's two moments (and the DiT's EMA copy, and the frozen VAE in stage dit), fp32
     assert stages["vae"]["state_bytes"] == 16 * vae_params
     assert stages["dit"]["state_bytes"] == 20 * dit_params + 4 * vae_params
-    assert cached["dit"]["state_bytes"] == stages["dit"]["state_bytes"] + 4 * 8 * (4 * 2 * 8 * 8)  # 8 latents, fp32
+    # 8 latents of 4 VAE + 2 motion channels (the cpu preset's motion target), fp32
+    assert cached["dit"]["state_bytes"] == stages["dit"]["state_bytes"] + 4 * 8 * (6 * 2 * 8 * 8)
     assert all(stage["step_flops"] > 0 and stage["activation_bytes"] > 0 for stage in stages.values())
     out_dir = tmp_path / "never"
     train.main(["--estimate", "--preset", "laptop", "--out-dir", str(out_dir)])
@@ -73,6 +76,8 @@ def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
 def test_bench_prints_each_stage(tmp_path, capsys):
     train.main(TINY + ["--bench", "0.01", "--latent-cache", "0", "--out-dir", str(tmp_path / "never")])
     lines = capsys.readouterr().out.splitlines()
+    if common.uses_bf16(torch.device("cpu")):  # the bf16 matmul rate first, beside fp32's
+        assert lines.pop(0).startswith("bf16 autocast on the CPU: bf16 matmul rate here")
     assert [line.split()[0] for line in lines[:3]] == ["vae", "dit", "encode"]
     assert all("GFLOP/s = " in line and "% of the fp32 matmul rate" in line for line in lines[:3])
     assert "of the dit step" in lines[3] and not os.path.exists(tmp_path / "never")

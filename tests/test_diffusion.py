@@ -156,6 +156,23 @@ def test_loss_is_per_sample_mse_and_mask_ignores_given_frames():
     assert torch.equal(all_given, torch.zeros(2))  # nothing to learn: 0, not NaN
 
 
+def test_loss_channel_weights_weigh_each_channels_mse():
+    x0, noise = data_and_noise()
+    t = torch.tensor([0.2, 0.7])
+    error = torch.randn(SHAPE)
+    velocity_fn = lambda x_t, t: velocity_target(x0, noise) + error
+    mse = error.square().mean(dim=(2, 3, 4))  # (B, c): each channel's mean squared error
+    weights = torch.arange(1.0, SHAPE[1] + 1)  # (c,)
+    expected = (mse * weights).sum(dim=1) / weights.sum()
+    torch.testing.assert_close(loss(velocity_fn, x0, t, noise, channel_weights=weights), expected)
+    equal = loss(velocity_fn, x0, t, noise, channel_weights=torch.full((SHAPE[1],), 3.0))
+    torch.testing.assert_close(equal, loss(velocity_fn, x0, t, noise))  # equal weights: the plain mean
+    frame_mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    masked = loss(velocity_fn, x0, t[:, None].expand(-1, 4), noise, frame_mask, weights)
+    first = (error[0][:, 1:].square().mean(dim=(1, 2, 3)) * weights).sum() / weights.sum()
+    torch.testing.assert_close(masked[0], first)  # weighted over the generated frames only
+
+
 def test_loss_per_bin():
     t = torch.tensor([0.05, 0.3, 0.4, 1.0])
     sums, counts = loss_per_bin(t, torch.tensor([1.0, 2.0, 3.0, 4.0]), bins=4)

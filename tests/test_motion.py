@@ -86,6 +86,14 @@ def test_given_frames_carry_no_motion_and_the_rest_keep_it():
     torch.testing.assert_close(out[:, :4], latents[:, :4])  # the video's channels are untouched
 
 
+def test_motion_weight_is_the_motion_channels_share_against_the_video_channels():
+    assert train.loss_channel_weights(4, 0, 0.25) is None  # no motion target: the plain mean
+    assert train.loss_channel_weights(4, 2, 0.5).unique().numel() == 1  # 0.5: all six channels alike
+    weights = train.loss_channel_weights(4, 2, 0.25)  # (6,)
+    mse = torch.tensor([[1.0, 1.0, 1.0, 1.0, 3.0, 5.0]])  # (1, c): video channels' MSE 1, motion channels' 4
+    assert (mse * weights).sum() / weights.sum() == pytest.approx((1.0 + 0.25 * 4.0) / 1.25)
+
+
 def test_a_run_with_the_motion_target_trains_samples_and_prompts(tmp_path):
     out_dir = str(tmp_path)
     train.main(TINY + ["--out-dir", out_dir, "--steps", "2", "--motion-scale", "3", "--given-prob", "0.5"])

@@ -72,7 +72,9 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
         return forward(self, latents, t, *args)
 
     monkeypatch.setattr(DiT, "forward", spy)
-    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "2", "--given-prob", "1", "--dit-image-prob", "0"])
+    # 16 clips a step: with 2 latent frames, 1 clip in 8 draws the "random" kind with no frame given
+    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "2", "--given-prob", "1", "--dit-image-prob", "0",
+                       "--dit-batch-size", "16"])
     for shape, t in seen:
         B, f = shape[0], shape[2]
         assert t.shape == (B, f)  # one timestep per latent frame
@@ -94,7 +96,7 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
         assert (t.std(dim=1) > 0).all()  # the frames of a clip are noised differently
     seen.clear()
     train.main(TINY + ["--out-dir", str(tmp_path / "forcing_given"), "--steps", "2", "--given-prob", "1",
-                       "--frame-t-prob", "1", "--dit-image-prob", "0"])
+                       "--frame-t-prob", "1", "--dit-image-prob", "0", "--dit-batch-size", "16"])
     for shape, t in seen:  # both at once: given frames at 0, every clip still has a frame to generate
         assert t.shape == (shape[0], shape[2]) and (t == 0).any(1).float().mean() > 0.5 and (t > 0).any(1).all()
     with pytest.raises(SystemExit):

@@ -167,6 +167,7 @@ TRAIN_CASES = [
     (["--caption-dropout", "1.5"], r"--caption-dropout must be in \[0, 1\)"),
     (["--given-prob", "-0.1"], r"--given-prob must be in \[0, 1\]"),
     (["--stage", "everything"], "--stage must be vae, dit or all"),
+    (["--precision", "fp16"], "--precision must be auto, fp32 or bf16"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--dit-heads", "3"], r"dim must be divisible by heads.*\(a --dit-\* flag\)"),
     (["--text-max-len", "50"], "reach 94 characters.*use --text-max-len 95"),

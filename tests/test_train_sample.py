@@ -34,7 +34,8 @@ def test_train_writes_checkpoints_samples_and_logs(trained):
     assert vae_checkpoint["latent_scale"] > 0 and "val_psnr" in vae_checkpoint["metrics"]
     assert vae_checkpoint["model"]["latent_scale"] == pytest.approx(vae_checkpoint["latent_scale"])
     assert set(dit_checkpoint["ema"]) == {"dit", "text_encoder"}
-    assert dit_checkpoint["config"]["dit"]["latent_channels"] == vae_checkpoint["config"]["vae"]["latent_channels"]
+    # the cpu preset's motion target adds two channels to the VAE's
+    assert dit_checkpoint["config"]["dit"]["latent_channels"] == vae_checkpoint["config"]["vae"]["latent_channels"] + 2
     frames = iio.imread(f"{trained}/samples.gif")
     assert frames.shape[0] == 5
     assert len(open(f"{trained}/samples.txt").read().splitlines()) == len(train.SAMPLE_PROMPTS)
@@ -154,12 +155,13 @@ def test_compiled_step_equals_the_eager_one():
     train_config, text_config = configs["train"], configs["text"]
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], text_config, train_config)
     text_encoder, dit, _, _, _ = train.dit_models(text_config, dit_config, train_config, torch.device("cpu"))
-    objective = train.VelocityLoss(text_encoder, dit)
+    weights = train.loss_channel_weights(4, dit_config.latent_channels - 4, train_config.motion_weight)
+    objective = train.VelocityLoss(text_encoder, dit, weights)
     compiled = torch.compile(objective, backend="aot_eager")
     torch._dynamo.utils.counters.clear()
     for seed in (0, 2, 3):  # three batches of other captions (longest 70 to 74 characters), all padded to 96 tokens
         captions = training_captions(configs["world"], 4, seed)
-        latents, noise = torch.randn(2, 4, 4, 2, 8, 8).unbind(0)  # (B, c, f, h, w) each
+        latents, noise = torch.randn(2, 4, dit_config.latent_channels, 2, 8, 8).unbind(0)  # (B, c, f, h, w) each
         t = torch.rand(4)
         results = []
         for loss_fn, multiple in ((objective, 1), (compiled, 32)):

@@ -1,0 +1,64 @@
+"""bf16 autocast on the CPU: who gets it (common.uses_bf16), attention kept in fp32 under it, and a tiny run
+trained both ways, each saying in its log which it used."""
+
+import math
+
+import pytest
+import torch
+
+import common
+import dit
+import text_encoder
+import train
+from test_train_sample import TINY
+
+CPU = torch.device("cpu")
+
+
+def test_precision_flag_decides_and_auto_follows_the_hardware():
+    assert not common.uses_bf16(CPU, "fp32") and common.uses_bf16(CPU, "bf16")
+    amx = torch.cpu._is_amx_tile_supported()
+    assert common.uses_bf16(CPU, "auto") == amx
+    for device in ("meta", "mps"):  # no bf16 autocast there, whatever is asked
+        assert not common.uses_bf16(torch.device(device), "auto")
+        assert not common.uses_bf16(torch.device(device), "bf16")
+    with pytest.raises(ValueError, match="--precision must be auto, fp32 or bf16"):
+        common.uses_bf16(CPU, "fp16")
+    assert isinstance(common.autocast(CPU, "bf16"), torch.autocast)
+
+
+def reference_attention(q, k, v, allowed):
+    """softmax(q k^T / sqrt(d)) v in float64, keys where allowed is False left out; the textbook formula."""
+    q, k, v = q.double(), k.double(), v.double()
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, heads, L, S)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1) @ v  # (B, heads, L, head_dim)
+
+
+@pytest.mark.parametrize("attention", [dit.attention, text_encoder.attention], ids=["dit", "text_encoder"])
+def test_attention_under_cpu_bf16_autocast_runs_in_fp32(attention):
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=generator).bfloat16() for _ in range(3))  # as a bf16 Linear gives
+    allowed = torch.rand(2, 1, 1, 7, generator=generator) > 0.3
+    allowed[..., 0] = True  # every row attends somewhere
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v, attn_mask=allowed)
+    assert out.dtype == torch.bfloat16  # what the next bf16 Linear expects
+    expected = reference_attention(q, k, v, allowed)
+    # fp32 inside: only the final rounding to bf16 (relative 2^-8) separates it from the float64 formula.
+    torch.testing.assert_close(out.double(), expected, atol=0, rtol=2 ** -8)
+    fp32 = attention(q.float(), k.float(), v.float(), attn_mask=allowed)  # outside autocast: plain fp32
+    assert fp32.dtype == torch.float32
+    torch.testing.assert_close(fp32.double(), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_tiny_run_trains_in_either_precision_and_logs_which(tmp_path, precision):
+    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "6", "--precision", precision])
+    log = (tmp_path / "log.txt").read_text()
+    note = "(bf16 autocast)" if precision == "bf16" else "(fp32)"
+    assert f"stage vae on cpu {note}:" in log and f"stage dit on cpu {note}:" in log
+    checkpoint = torch.load(tmp_path / "dit.pt", weights_only=True)
+    assert checkpoint["config"]["train"]["precision"] == precision
+    weights = checkpoint["model"]["dit"]
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())  # fp32 master weights
