@@ -81,7 +81,7 @@ def uses_bf16(device, precision="auto"):
     """Whether `device` computes in bf16 under autocast. precision "fp32" or "bf16" decides; "auto" says bf16 on
     CUDA (tensor cores) and on a CPU with AMX, the bf16 matrix units of recent Intel Xeons, where a matrix product
     measured 5x faster in bf16 than in fp32 (one core, the DiT's shapes; EXPERIMENTS.md, "bf16 on the CPU"); fp32
-    on other CPUs, whose bf16 products are emulated and slower, on MPS, and on the meta device (no autocast)."""
+    on other CPUs (without bf16 matrix units; not measured here), on MPS, and on the meta device (no autocast)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--precision must be auto, fp32 or bf16: got {precision!r}")
     if precision != "auto" or device.type not in ("cuda", "cpu"):
