@@ -121,6 +121,19 @@ def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
                     shift=diffusion_config.shift)
 
 
+def shift_flag(text):
+    """argparse type of --shift (sample.py, evaluate.py): a finite number > 0, or "scaled" (sample.size_shift)."""
+    if text == "scaled":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (1 = no shift) or 'scaled': got {text}")
+    return value
+
+
 def psnr(mse):
     """PSNR in dB from the MSE of videos in [-1, 1], on the usual [0, 1] scale (a [-1, 1] MSE is 4x the [0, 1] one)."""
     return 10 * math.log10(4.0 / max(mse, 1e-12))

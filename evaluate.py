@@ -13,6 +13,11 @@ digits world (data.py) every rule is known, so each failure becomes a number:
   paraphrases in words and orders the captions never use (`paraphrase`), expanded as sample.py does: identity,
   motion (direction and speed), count (nothing appears or vanishes), persistence (no morphing) and physics
   (constant velocity, elastic bounces at the walls);
+- framing: the share of frames in which every asked digit is wholly in view (Sora's report finds that training at
+  native aspect ratios, not square crops, improves framing); at other sizes (--sizes) every metric is measured on
+  that size's own canvas;
+- the same metrics on the `val` clips passed through the VAE alone (`vae`: encoded, decoded, no diffusion): the
+  ceiling the compression network sets on every other row, since the DiT can only draw what the decoder can;
 - an FVD-style Frechet distance (FVD: Unterthiner et al., arXiv:1812.01717; FID: Heusel et al., arXiv:1706.08500)
   on the features of a tiny video encoder trained on this world instead of I3D: comparable only within this
   world, with a floor set by real clips against real clips.
@@ -26,6 +31,8 @@ tests/test_evaluate.py checks it).
     python evaluate.py --out-dir out --calibrate                     # the calibration table, in markdown
     python evaluate.py --out-dir out --prompting --n 100             # image and video prompting (sample.py modes)
     python evaluate.py --out-dir out --caption-gaps --n 192          # which caption words the model reads, per t
+    python evaluate.py --out-dir out --splits vae --n 300            # the VAE's ceiling (needs only vae.pt)
+    python evaluate.py --out-dir out --sizes "9x32x48,13x32x32"     # val prompts at other sizes and durations
 
 This file is the command line and the report; the measuring tools live in lab/: glyph_classifier.py, tracker.py,
 scoring.py (the metrics), fvd.py, calibration.py, caption_gaps.py, prompt_sets.py and prompting_eval.py.
@@ -34,7 +41,8 @@ scoring.py (the metrics), fvd.py, calibration.py, caption_gaps.py, prompt_sets.p
 import argparse
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,7 +58,8 @@ from lab.prompting_eval import evaluate_prompting
 from lab.scoring import EvalConfig, score_videos, summarize
 
 
-COLUMNS = ("identity", "identity_all", "direction", "speed", "first_digit", "count", "persistence", "physics", "fvd")
+COLUMNS = ("identity", "identity_all", "direction", "speed", "first_digit", "count", "persistence", "physics",
+           "framing", "fvd")
 
 
 def markdown_table(rows, first_column, columns=COLUMNS):
@@ -66,17 +75,17 @@ def markdown_table(rows, first_column, columns=COLUMNS):
 # Entry points: checkpoints -> samples -> scores; videos on disk -> scores; the calibration table
 
 
-SPLITS = ("val", "holdout", "short", "paraphrase")
+SPLITS = ("val", "holdout", "short", "paraphrase", "vae")
 
 
 def split_prompts(world, split, n, seed, cache_dir, expand=True):
     """(real clips (n, F, H, W) uint8, what each prompt asks (DigitMotion lists), the prompts sampled, the prompts
     typed) for a split. `val` and `holdout` prompt with their scenes' captions; `short` and `paraphrase` with
     prompts written from the `val` scenes (lab/prompt_sets.py), expanded as sample.py expands them by default
-    (expand=False: sampled as typed), and scored against what was typed (unknown words left out)."""
-    real, scenes, captions, _ = real_clips(world, "val" if split in ("short", "paraphrase") else split, n, seed,
-                                           cache_dir)
-    if split in ("val", "holdout"):
+    (expand=False: sampled as typed), and scored against what was typed (unknown words left out). `vae` is
+    `val`'s, for the clips' reconstructions."""
+    real, scenes, captions, _ = real_clips(world, "holdout" if split == "holdout" else "val", n, seed, cache_dir)
+    if split in ("val", "holdout", "vae"):
         return real, [scene.motions for scene in scenes], captions, captions
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     typed = [short_prompt(s.motions) if split == "short" else paraphrase_prompt(s.motions, rng) for s in scenes]
@@ -84,42 +93,99 @@ def split_prompts(world, split, n, seed, cache_dir, expand=True):
     return real, [data.parse(p, skip_unknown=True) for p in typed], sampled, typed
 
 
-def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None, expand=True, splits=SPLITS):
+def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None, expand=True, splits=SPLITS,
+                         sizes=(), shift=None):
     """Sample n clips per split (of SPLITS) from the checkpoints in out_dir, score them, print a table; return the
     report (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of
-    `holdout`, and short prompts and paraphrases of the `val` scenes (split_prompts); the FVD compares the samples,
-    and as its floor those scenes' real clips, with n other real clips."""
+    `holdout`, and short prompts and paraphrases of the `val` scenes (split_prompts); split `vae` scores the `val`
+    clips' VAE reconstructions instead of samples. The FVD compares the videos, and as its floor those scenes' real
+    clips, with n other real clips. With splits ("vae",) only vae.pt is needed.
+
+    sizes: (frames, height, width) to sample at instead of the training size, each scored as a split of its own
+    (named FxHxW) on `val` scenes of that size, on its own canvas; shift: the sampler's timestep shift, a number or
+    "scaled" (sample.size_shift; None: sample.py's default). Raises ValueError for a size the models cannot take.
+    """
     import sample  # only this entry point needs the generative models
-    from diffusion import DiffusionConfig
 
     config = config or EvalConfig()
     device = torch.device(device)
-    models = common.load_models(out_dir, device)
-    checkpoint = models.checkpoint
-    world = data.WorldConfig(**checkpoint["config"]["world"])
-    sampling = common.sampling_settings(DiffusionConfig(**checkpoint["config"]["diffusion"]))
+    if tuple(splits) == ("vae",) and not sizes:  # the VAE alone, as soon as stage 1 has trained
+        vae_path = os.path.join(out_dir, "vae.pt")
+        checkpoint = common.load_checkpoint(vae_path)  # it holds the world too, which is all that is read of it
+        models = common.Models(common.vae_from_checkpoint(checkpoint, vae_path, device), None, None, checkpoint)
+    else:
+        models = common.load_models(out_dir, device)
+    world = data.WorldConfig(**models.checkpoint["config"]["world"])
+    check_sizes(models, sizes)  # before the evaluation networks train (minutes)
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
     report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
               "classifier_accuracy": accuracy, "splits": {}}
-    for split in splits:
-        real, asked, prompts, typed = split_prompts(world, split, n, seed, out_dir, expand)
-        videos = torch.cat([sample.generate(models, prompts[i:i + config.batch_size], world.frames, world.height,
-                                            world.width, sampling, seed + i).cpu()
-                            for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
-        started = time.perf_counter()
-        results = score_videos(videos, asked, world, classifier, config)
-        reference_split = "holdout" if split == "holdout" else "val"
-        reference = video_features(encoder, real_clips(world, reference_split, n, seed + 1, out_dir)[0])
-        summary = {**summarize(results), "fvd": frechet_distance(video_features(encoder, videos), reference),
-                   "fvd_real": frechet_distance(video_features(encoder, real), reference),
-                   "score_seconds": time.perf_counter() - started}
-        report["splits"][split] = {**summary, "videos": [{"typed": t, "prompt": p, **r}
-                                                         for t, p, r in zip(typed, prompts, results)]}
-    print(markdown_table(report["splits"], "split", COLUMNS + ("fvd_real",)))
+    if sizes:  # a row per size, named FxHxW: `val` scenes simulated on that canvas
+        jobs = [(f"{f}x{h}x{w}", replace(world, frames=f, height=h, width=w), "val") for f, h, w in sizes]
+    else:
+        jobs = [(split, world, split) for split in splits]
+    judges = Judges(classifier, encoder, config)
+    for name, world_here, split in jobs:
+        sampling = None if split == "vae" else \
+            sample.sampling_for(models, world_here.frames, world_here.height, world_here.width, shift=shift)
+        report["splits"][name] = score_split(models, world_here, split, n, seed, sampling, judges, expand, out_dir)
+        report["splits"][name]["shift"] = None if sampling is None else sampling.shift
+    print(markdown_table(report["splits"], "split" if not sizes else "size", COLUMNS + ("fvd_real",)))
     if json_path:
         common.write_json(json_path, report)
         print(f"wrote {json_path}")
     return report
+
+
+def check_sizes(models, sizes):
+    """Raise ValueError, naming the rule, for a (frames, height, width) the models cannot sample or where the
+    checkpoint's digits could not move."""
+    import sample
+
+    world = data.WorldConfig(**models.checkpoint["config"]["world"])
+    for frames, height, width in sizes:
+        sample.check_size(models.vae, models.dit, frames, height, width)
+        replace(world, frames=frames, height=height, width=width)  # WorldConfig checks the canvas
+
+
+class Judges(NamedTuple):
+    """What scores a video: the digit classifier, the FVD's video encoder and the scoring thresholds."""
+    classifier: torch.nn.Module
+    encoder: torch.nn.Module
+    config: EvalConfig
+
+
+def score_split(models, world, split, n, seed, sampling, judges, expand, cache_dir):
+    """One split's report: sample (or, for `vae`, reconstruct) n clips of `world`'s size, score them against
+    what was asked, and the FVD against n other real clips of that size; its `videos` list every clip's scores."""
+    import sample
+
+    classifier, encoder, config = judges
+    real, asked, prompts, typed = split_prompts(world, split, n, seed, cache_dir, expand)
+    if split == "vae":
+        videos = reconstructions(models.vae, real, config.batch_size)
+    else:
+        videos = torch.cat([sample.generate(models, prompts[i:i + config.batch_size], world.frames, world.height,
+                                            world.width, sampling, seed + i).cpu()
+                            for i in tqdm(range(0, n, config.batch_size), desc=f"sampling {split}", leave=False)])
+    started = time.perf_counter()
+    results = score_videos(videos, asked, world, classifier, config)
+    reference_split = "holdout" if split == "holdout" else "val"
+    reference = video_features(encoder, real_clips(world, reference_split, n, seed + 1, cache_dir)[0])
+    summary = {**summarize(results), "fvd": frechet_distance(video_features(encoder, videos), reference),
+               "fvd_real": frechet_distance(video_features(encoder, real), reference),
+               "score_seconds": time.perf_counter() - started}
+    return {**summary, "videos": [{"typed": t, "prompt": p, **r} for t, p, r in zip(typed, prompts, results)]}
+
+
+@torch.no_grad()
+def reconstructions(vae, clips, batch_size):
+    """uint8 clips (n, F, H, W) -> their VAE reconstructions (n, 1, F, H, W) in [-1, 1], in fp32 as sample.py
+    decodes: what the DiT's samples would be if it drew every latent exactly."""
+    device = next(vae.parameters()).device
+    videos = clips.float().div(127.5).sub(1).unsqueeze(1)  # (n, F, H, W) -> (n, 1, F, H, W)
+    return torch.cat([vae.decode_latents(vae.encode_latents(videos[i:i + batch_size].to(device))).clamp(-1, 1).cpu()
+                      for i in range(0, len(videos), batch_size)])
 
 
 def read_prompts(folder):
@@ -187,6 +253,19 @@ them) and a prompts.txt with one line `a.gif: P` per clip. The world (digit size
 checkpoints in --out-dir if there are any, else the one the --world-* flags describe."""
 
 
+def parse_sizes(parser, text):
+    """ "9x32x48,13x32x32" -> [(9, 32, 48), (13, 32, 32)]; a malformed list is a parser error."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        numbers = part.lower().split("x")
+        if len(numbers) != 3 or not all(number.isdecimal() and int(number) > 0 for number in numbers):
+            parser.error(f'--sizes: {part!r} is not FRAMESxHEIGHTxWIDTH with whole numbers > 0, e.g. "9x32x48"')
+        if tuple(map(int, numbers)) in sizes:
+            parser.error(f"--sizes: {part} is given twice")
+        sizes.append(tuple(map(int, numbers)))
+    return sizes
+
+
 def main(argv=None):
     parser = common.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=VIDEOS_HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +285,10 @@ def main(argv=None):
                         help="the prompt sets to sample and score (default: all)")
     parser.add_argument("--no-expand", action="store_true", help="sample the short and paraphrase splits' prompts "
                         "as typed, without sample.py's default prompt expansion")
+    parser.add_argument("--sizes", default="", help='sample and score `val` prompts at these sizes instead, each '
+                        'on its own canvas: "FxHxW,...", e.g. "9x32x48,13x32x32"')
+    parser.add_argument("--shift", type=common.shift_flag, default=None, help="the sampler's timestep shift: a "
+                        "number > 0 or 'scaled' (as sample.py --shift; default: sample.py's)")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     common.add_config_flags(parser, EvalConfig)
     common.add_config_flags(parser, data.WorldConfig, "world-")
@@ -216,6 +299,14 @@ def main(argv=None):
         parser.error(f"--videos {args.videos}: no such folder")
     if any(not 0 < strength <= 1 for strength in args.strengths):
         parser.error(f"--strengths must lie in (0, 1]: got {args.strengths}")
+    sizes = parse_sizes(parser, args.sizes)
+    other_modes = [flag for flag, on in (("--videos", args.videos), ("--calibrate", args.calibrate),
+                                         ("--prompting", args.prompting), ("--caption-gaps", args.caption_gaps)) if on]
+    if (sizes or args.shift is not None) and other_modes:
+        parser.error(f"--sizes and --shift are for sampling from the checkpoints; {other_modes[0]} does not sample "
+                     "that way: leave them out")
+    if sizes and args.splits != list(SPLITS):
+        parser.error("--sizes scores `val` prompts at each size: leave out --splits")
     config, device = common.config_from_args(EvalConfig, args), common.pick_device(args.device)
     if args.caption_gaps:
         evaluate_caption_gaps(args.out_dir, args.n, device, config.seed, args.json or None)
@@ -224,8 +315,14 @@ def main(argv=None):
         evaluate_prompting(args.out_dir, args.n, device, config.seed, args.json or None, config, args.strengths)
         return
     if not (args.videos or args.calibrate):
+        if sizes:  # a size the models cannot take, or where a digit cannot move: one line, before anything trains
+            models = common.load_models(args.out_dir, "cpu")
+            try:
+                check_sizes(models, sizes)
+            except ValueError as e:
+                parser.error(f"--sizes: {e}")
         evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config,
-                             expand=not args.no_expand, splits=args.splits)
+                             expand=not args.no_expand, splits=args.splits, sizes=sizes, shift=args.shift)
         return
     world = world_of(args.out_dir, common.config_from_args(data.WorldConfig, args, "world-"))
     classifier, accuracy, encoder = evaluation_networks(args.out_dir, world, config, device)

@@ -3,7 +3,7 @@ asked for -> Euler sampler with classifier-free guidance (diffusion.py) -> VAE d
 
 Sora samples any duration, resolution and aspect ratio by "arranging randomly-initialized patches in an
 appropriately-sized grid"; here --frames, --height and --width pick that grid, and every model setting comes from
-the checkpoints in --out-dir.
+the checkpoints in --out-dir; --shift scaled adapts the timestep shift to the grid's size as SD3 does.
 
     python sample.py --prompt "a 3 moves left slowly" --out three.gif
     python sample.py --prompt "a 7 moves up quickly" --prompt "the digit 0 stays still" --n 2 --seed 1
@@ -47,6 +47,32 @@ def check_size(vae, dit, frames, height, width):
             multiple = step * patch
             raise ValueError(f"{name} must be a multiple of {multiple} (VAE factor {step} x patch {patch}): got "
                              f"{size}; try {multiple * max(1, round(size / multiple))}")
+
+
+def video_tokens(vae, dit, frames, height, width):
+    """How many spacetime patches (the DiT's tokens) a clip of this size has."""
+    _, f, h, w = vae.latent_shape(frames, height, width)
+    pt, ph, pw = dit.config.patch_size
+    return (f // pt) * (h // ph) * (w // pw)
+
+
+def size_shift(models, frames, height, width):
+    """SD3's resolution-dependent timestep shift (Esser et al., arXiv:2403.03206, section 5.3.2): the checkpoint's
+    shift times sqrt(tokens at this size / tokens at the training size). A grid with more tokens keeps more
+    redundant copies of its content at a given noise level, so it needs more steps at high noise to settle it."""
+    world = models.checkpoint["config"]["world"]
+    trained = video_tokens(models.vae, models.dit, world["frames"], world["height"], world["width"])
+    asked = video_tokens(models.vae, models.dit, frames, height, width)
+    return models.checkpoint["config"]["diffusion"]["shift"] * math.sqrt(asked / trained)
+
+
+def sampling_for(models, frames, height, width, steps=None, guidance_scale=None, shift=None):
+    """The sampler's settings for a clip of this size: the checkpoint's, with --steps, --cfg and --shift where
+    given (None: not given). shift: a number > 0, or "scaled" for size_shift."""
+    sampling = sampling_settings(DiffusionConfig(**models.checkpoint["config"]["diffusion"]), steps, guidance_scale)
+    if shift == "scaled":
+        shift = size_shift(models, frames, height, width)
+    return sampling if shift is None else sampling._replace(shift=float(shift))
 
 
 @torch.no_grad()
@@ -314,6 +340,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale >= 0; 1 = none (default: the "
                         "checkpoint's)")
+    parser.add_argument("--shift", type=common.shift_flag, default=None, help="timestep shift > 0 (above 1: more "
+                        "steps at high noise), or 'scaled': the checkpoint's times sqrt(tokens / training tokens), "
+                        "SD3's rule for other sizes (default: the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=int, default=8, help="frames per second of the GIF or MP4, 1 to 50")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
@@ -451,8 +480,7 @@ def main(argv=None):
     device = pick_device(args.device)
     models = load_models(args.out_dir, device, ema=not args.no_ema)
     vae, text_encoder, dit, checkpoint = models
-    world, diffusion = checkpoint["config"]["world"], DiffusionConfig(**checkpoint["config"]["diffusion"])
-    sampling = sampling_settings(diffusion, args.steps, args.cfg)
+    world = checkpoint["config"]["world"]
 
     # ---- inputs and the output: read, checked against each other and against the asked size, before sampling
     inputs, (frames, height, width), paths = read_inputs(args, mode, world, device)
@@ -460,6 +488,7 @@ def main(argv=None):
         check_size(vae, dit, frames, height, width)
     except ValueError as e:
         raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
+    sampling = sampling_for(models, frames, height, width, args.steps, args.cfg, args.shift)
     image = mode == "text" and frames == 1
     out = args.out or os.path.join(args.out_dir, "sample.png" if image else "sample.gif")
     common.check_video_path(out, 1 if image else frames)

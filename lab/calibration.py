@@ -81,10 +81,21 @@ def corrupt(kind, video, scene, dataset, rng, config):
         pad = scene.digit_size + np.abs(positions).max()  # a canvas so large that nothing leaves it, then cropped
         canvas = paint(replace(scene, positions=positions + pad), (H + 2 * pad, W + 2 * pad))
         return canvas[:, pad:pad + H, pad:pad + W]
+    if kind == "digit cut off":  # the view slides sideways until the first digit's centre lies on the nearer side
+        # edge at frame 0, as a square crop of a wider clip cuts a digit; what leaves the view is lost
+        x = scene.centers[0, 0, 0]
+        shift = int(round(x)) if x < W / 2 else int(round(x - W))  # how far the view moves right (< 0: left)
+        moved = np.zeros_like(video)
+        if shift >= 0:
+            moved[:, :, :W - shift] = video[:, :, shift:]
+        else:
+            moved[:, :, -shift:] = video[:, :, :W + shift]
+        return moved
     raise ValueError(f"unknown corruption {kind!r}")
 
 
-CORRUPTIONS = ("noise", "frames shuffled", "time reversed", "digit vanishes", "digit morphs", "through a wall")
+CORRUPTIONS = ("noise", "frames shuffled", "time reversed", "digit vanishes", "digit morphs", "through a wall",
+               "digit cut off")
 NUISANCES = ("strokes broken",)  # what generated clips often show and a person reads past: scores stay up
 
 

@@ -8,7 +8,7 @@ every measuring tool, lives here.
 """
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ METRICS = (
     "count",  # share of frames that show exactly as many digits as asked: nothing appears or vanishes
     "persistence",  # mean over tracks of the share of their seen frames showing their majority class: no morphing
     "physics",  # share of tracks whose seen centres lie within physics_tolerance * digit_size of a world path
+    "framing",  # share of frames in which every asked digit is wholly in view: at least as many digits as asked,
+    #             and no blob touches an edge of the canvas (glyphs keep a margin, so a whole digit never does)
 )
 MOTIONS = tuple(data.DIRECTIONS) + (data.STILL,)  # what a direction judgement can say
 HEADING = {unit: name for name, unit in data.DIRECTIONS.items()}  # (dx, dy) unit step -> direction name
@@ -162,7 +164,12 @@ def score_videos(videos, prompts, world, classifier, config):
     asked = [data.parse(p) if isinstance(p, str) else list(p) for p in prompts]
     if len(asked) != B:
         raise ValueError(f"{B} videos but {len(asked)} prompts: give one prompt per video")
+    if num_frames == 1:  # one frame shows no motion, not even stillness: only the digits are judged
+        asked = [[replace(m, direction=None, speed=None) for m in motions] for motions in asked]
     blobs = find_blobs(frames.flatten(0, 1), config, s)  # all B*F frames at once
+    # Box edges are pixel edges (pixel i spans [i, i + 1)): a blob with ink in the first or last row or column is
+    # cut by the canvas's edge, or pressed against it, which a whole digit of this world never is.
+    on_edge = (blobs.box[:, :2] <= 0).any(1) | (blobs.box[:, 2] >= W) | (blobs.box[:, 3] >= H)  # (K,)
     big = ((blobs.box[:, 2:] - blobs.box[:, :2]) > config.digit_extent * s).any(1)
     by_frame = [[] for _ in range(B * num_frames)]
     for k, n in enumerate(blobs.frame):
@@ -182,13 +189,14 @@ def score_videos(videos, prompts, world, classifier, config):
             obeys = bool(fit[1] <= config.physics_tolerance * s) if fit and len(classes) >= 3 else None
             observed.append(Observed(digit, votes / len(classes) if len(classes) >= 2 else None, direction, speed,
                                      obeys, len(classes)))
-        results.append(video_metrics(asked[b], observed, count))
+        cut = np.array([on_edge[by_frame[b * num_frames + f]].any() for f in range(num_frames)])  # (F,)
+        results.append(video_metrics(asked[b], observed, count, cut))
     return results
 
 
-def video_metrics(asked, observed, count):
+def video_metrics(asked, observed, count, cut):
     """The metrics of one video from what was asked (a DigitMotion per digit), what its tracks show (an Observed
-    per track) and how many digits each frame shows."""
+    per track), how many digits each frame shows (F,) and which frames show a blob touching an edge (F,) bool."""
     # Pair each asked digit with a track, best pairs first: a pair scores by right digit, then right direction,
     # then right speed, then how often the track was seen.
     score = lambda m, o: (4 * (o.digit == m.digit) + 2 * (o.direction == m.direction) + (o.speed == m.speed)
@@ -213,7 +221,8 @@ def video_metrics(asked, observed, count):
             "first_digit": float(right_digit[0] and right_direction.get(0, True) and right_speed.get(0, True)),
             "count": mean(np.asarray(count) == len(asked)),
             "persistence": mean([o.persistence for o in observed if o.persistence is not None]),
-            "physics": mean([o.physics for o in observed if o.physics is not None])}
+            "physics": mean([o.physics for o in observed if o.physics is not None]),
+            "framing": mean((np.asarray(count) >= len(asked)) & ~cut)}
 
 
 def summarize(results):

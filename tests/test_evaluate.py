@@ -181,7 +181,8 @@ def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric
     assert rows["time reversed"]["direction"] < 0.8 and rows["time reversed"]["physics"] >= 0.9
     assert rows["digit vanishes"]["count"] < 0.7 and rows["digit vanishes"]["identity"] >= 0.9
     assert rows["digit morphs"]["persistence"] < 0.8 and rows["digit morphs"]["count"] >= 0.9
-    assert rows["through a wall"]["physics"] < 0.5
+    assert rows["through a wall"]["physics"] < 0.5 and rows["through a wall"]["framing"] < 0.9
+    assert rows["digit cut off"]["framing"] < 0.6 and rows["digit vanishes"]["framing"] < 0.7
     broken = rows["strokes broken"]  # a nuisance, not a failure: a person reads these digits as the real ones
     for name in ("identity", "count", "persistence", "physics"):
         assert broken[name] >= real[name] - 0.1, (name, broken[name], real[name])
@@ -206,6 +207,81 @@ def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
     assert "| time reversed | 4 |" in capsys.readouterr().out
 
 
+def test_framing_counts_frames_with_every_asked_digit_wholly_in_view(networks):
+    _, classifier, _, _ = networks
+    videos, scenes, _, dataset = calibration.real_clips(WORLD, "val", 8, seed=3)
+    whole = scoring.score_videos(videos, [s.motions for s in scenes], WORLD, classifier, CONFIG)
+    assert all(r["framing"] == 1 for r in whole)
+    # Slide the view left by 8 pixels: the ink within 8 pixels of the left edge is lost, so in exactly the frames
+    # where a digit's ink reaches that far, it is cut (or gone); elsewhere it is whole, 8 pixels further left.
+    shifted = torch.zeros_like(videos)
+    shifted[..., :-8] = videos[..., 8:]
+    cut = scoring.score_videos(shifted, [s.motions for s in scenes], WORLD, classifier, CONFIG)
+    reaches = (videos[..., :9] > CONFIG.threshold * 255).flatten(2).any(2).float().mean(1)  # (B,) share of frames
+    for result, share in zip(cut, reaches.tolist()):
+        assert result["framing"] == pytest.approx(1 - share)
+    assert min(r["framing"] for r in cut) < 1  # the check above is not vacuous
+
+
+def test_reconstructions_are_the_vae_decoding_its_encoding():
+    class HalvingVAE(torch.nn.Module):  # loses nothing: latents are the video doubled, decoded by halving
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def encode_latents(self, videos):
+            return videos * 2
+
+        def decode_latents(self, latents):
+            return latents / 2
+
+    clips = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    videos = evaluate.reconstructions(HalvingVAE(), clips, batch_size=2)
+    assert videos.shape == (5, 1, 3, 4, 4) and videos.min() >= -1 and videos.max() <= 1
+    assert torch.equal(((videos[:, 0] + 1) * 127.5).round().to(torch.uint8), clips)
+
+
+def test_vae_split_needs_only_the_vae(tmp_path, capsys):
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--stage", "vae", "--steps", "1"])
+    evaluate.main(["--out-dir", out_dir, "--splits", "vae", "--n", "2", "--classifier-steps", "20",
+                   "--encoder-steps", "5", "--json", f"{out_dir}/eval.json"])
+    assert "| vae | 2 |" in capsys.readouterr().out
+    report = json.loads(open(f"{out_dir}/eval.json").read())
+    assert list(report["splits"]) == ["vae"] and report["splits"]["vae"]["shift"] is None
+
+
+def test_sizes_score_each_size_on_its_own_canvas(tmp_path, capsys, monkeypatch):
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
+    config = scoring.EvalConfig(classifier_steps=20, encoder_steps=5)
+    scored = []  # (frames, height, width) of every batch of videos scored, and of the world that judged it
+
+    def recording(videos, asked, world, *rest):
+        scored.append((tuple(videos.shape[-3:]), (world.frames, world.height, world.width)))
+        return scoring.score_videos(videos, asked, world, *rest)
+
+    monkeypatch.setattr(evaluate, "score_videos", recording)
+    report = evaluate.evaluate_checkpoints(out_dir, 2, "cpu", config=config, sizes=[(5, 32, 48), (1, 48, 32)],
+                                           shift="scaled")
+    assert scored == [((5, 32, 48), (5, 32, 48)), ((1, 48, 32), (1, 48, 32))]
+    assert report["splits"]["1x48x32"]["direction"] is None  # one frame shows no motion to judge
+    assert list(report["splits"]) == ["5x32x48", "1x48x32"]
+    # 5x32x32 trains on 2 latent frames of 4x4 patches (32 tokens); 5x32x48 has 48, an image 1x48x32 has 24.
+    assert report["splits"]["5x32x48"]["shift"] == pytest.approx((48 / 32) ** 0.5)
+    assert report["splits"]["1x48x32"]["shift"] == pytest.approx((24 / 32) ** 0.5)
+    assert all(split["clips"] == 2 and "framing" in split for split in report["splits"].values())
+    assert "| 5x32x48 | 2 |" in capsys.readouterr().out
+    for sizes, says in (("5x32", "FRAMESxHEIGHTxWIDTH"), ("5x32x36", "multiple of 8"),
+                        ("5x16x32", "larger than a digit")):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--out-dir", out_dir, "--sizes", sizes])
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--out-dir", out_dir, "--sizes", "5x32x48", "--shift", "-1"])
+    assert "--shift: must be a number > 0" in capsys.readouterr().err
+
+
 def test_evaluate_checkpoints_report_schema(tmp_path):
     out_dir = str(tmp_path)
     train.main(TINY + ["--out-dir", out_dir, "--steps", "1"])
@@ -219,6 +295,7 @@ def test_evaluate_checkpoints_report_schema(tmp_path):
         assert all(v is None or 0 <= v <= 1 for v in (split[m] for m in scoring.METRICS))
     val, short = report["splits"]["val"]["videos"], report["splits"]["short"]["videos"]
     assert [v["asked"] for v in val] == [v["asked"] for v in short]  # the same scenes, asked in fewer words
+    assert [v["prompt"] for v in report["splits"]["vae"]["videos"]] == [v["prompt"] for v in val]
     assert all(v["typed"].endswith("slowly.") or v["typed"].endswith("quickly.") or "still" in v["typed"]
                for v in short)
 

@@ -203,6 +203,8 @@ SAMPLE_CASES = [
     (["--fps", "-8"], "--fps must be 1 to 50"),
     (["--cfg", "nan"], "--cfg must be a finite number >= 0"),
     (["--cfg", "-2"], "--cfg must be a finite number >= 0"),
+    (["--shift", "0"], "--shift: must be a number > 0"),
+    (["--shift", "inf"], "--shift: must be a number > 0"),
     (["--n", "0"], "--n must be at least 1"),
     (["--seed", "-1"], "--seed must be at least 0"),
     (["--device", "bogus"], "--device 'bogus' is not a device"),
@@ -229,6 +231,11 @@ EVALUATE_CASES = [
     (["--device", "bogus"], "--device 'bogus' is not a device"),
     (["--prompting", "--strengths", "2"], r"--strengths must lie in \(0, 1\]"),
     (["--videos", "nowhere"], "--videos nowhere: no such folder"),
+    (["--sizes", "9x32x"], "--sizes: '9x32x' is not FRAMESxHEIGHTxWIDTH"),
+    (["--shift", "wide"], "--shift: must be a number > 0 .* or 'scaled': got wide"),
+    (["--sizes", "9x32x48,9X32X48"], "--sizes: 9X32X48 is given twice"),
+    (["--sizes", "9x32x48", "--calibrate"], "--calibrate does not sample"),
+    (["--sizes", "9x32x48", "--splits", "vae"], "leave out --splits"),
     (["--out-dir", "nowhere"], "no checkpoint at nowhere"),
 ]
 
