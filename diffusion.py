@@ -180,7 +180,8 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     noise (B, c, f, h, w): pure noise; or, to edit a video (SDEdit), add_noise(video_latents, noise, t_start)
         with t_start < 1: the result keeps the video's layout and redraws detail, more so as t_start grows.
     shift: the time grid is shift_timesteps(uniform grid, shift), spending more steps at high noise for shift > 1;
-        use the same shift as in training, times sqrt(tokens / training tokens) for a larger grid.
+        use the same shift as in training; SD3 multiplies it by sqrt(tokens / training tokens) for a larger grid
+        (on a model trained at one size this changed nothing measurable: sample.py offers it as --shift scaled).
     guidance_scale: classifier-free guidance, see `guided_velocity` for what velocity_fn receives.
     given_latents (B, c, f, h, w) with given_frames (B, f) bool, True = given: those frames (a first image to
         animate, a video to extend) are held exactly at their clean values and the model is told so with

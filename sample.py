@@ -57,7 +57,7 @@ def video_tokens(vae, dit, frames, height, width):
 
 
 def size_shift(models, frames, height, width):
-    """SD3's resolution-dependent timestep shift (Esser et al., arXiv:2403.03206, section 5.3.2): the checkpoint's
+    """SD3's resolution-dependent timestep shift (Esser et al., arXiv:2403.03206): the checkpoint's
     shift times sqrt(tokens at this size / tokens at the training size). A grid with more tokens keeps more
     redundant copies of its content at a given noise level, so it needs more steps at high noise to settle it."""
     world = models.checkpoint["config"]["world"]
