@@ -286,16 +286,39 @@ def load_models(out_dir, device, ema=True):
 # Video files: a grid of clips, writing and reading GIF / MP4 / PNG
 
 
+def check_size(vae_config, dit_config, frames, height, width):
+    """Raise a ValueError naming the rule when the VAE (VAEConfig) or the DiT's patch grid (DiTConfig) cannot take
+    a video of this size: to sample it, or to train on it (--buckets)."""
+    vae_config.check_video_shape(frames, height, width)
+    pt, ph, pw = dit_config.patch_size
+    latent_frames = 1 + (frames - 1) // vae_config.temporal_factor
+    if latent_frames % pt:
+        nearby = 1 + (pt * max(1, round(latent_frames / pt)) - 1) * vae_config.temporal_factor
+        raise ValueError(f"frames {frames} make {latent_frames} latent frames, not a multiple of the DiT's temporal "
+                         f"patch {pt}; try {nearby}")
+    step = vae_config.spatial_factor
+    for name, size, patch in (("height", height, ph), ("width", width, pw)):
+        if (size // step) % patch:
+            multiple = step * patch
+            raise ValueError(f"{name} must be a multiple of {multiple} (VAE factor {step} x patch {patch}): got "
+                             f"{size}; try {multiple * max(1, round(size / multiple))}")
+
+
 def video_grid(videos, columns=None, pad=2):
-    """(B, C, F, H, W) in [-1, 1] -> (F, rows*(H+pad)+pad, columns*(W+pad)+pad) uint8 frames, grey."""
-    B, C, num_frames, H, W = videos.shape
+    """(B, C, F, H, W) in [-1, 1], or a list of B (C, F, H, W) of different sizes -> (F, rows*(H+pad)+pad,
+    columns*(W+pad)+pad) uint8 frames on grey: every cell as large as the largest video, each video in its
+    cell's top-left corner, F the longest video's frames (a shorter one holds its last frame)."""
+    B = len(videos)
+    F, H, W = (max(video.shape[i] for video in videos) for i in (1, 2, 3))
     columns = columns or math.ceil(math.sqrt(B))
     rows = math.ceil(B / columns)
-    frames = ((videos.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0]  # (B, F, H, W)
-    grid = torch.full((num_frames, rows * (H + pad) + pad, columns * (W + pad) + pad), 80, dtype=torch.uint8)
-    for b in range(B):
+    grid = torch.full((F, rows * (H + pad) + pad, columns * (W + pad) + pad), 80, dtype=torch.uint8)
+    for b, video in enumerate(videos):
+        frames = ((video[0].detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (F_b, H_b, W_b)
+        frames = torch.cat([frames, frames[-1:].expand(F - len(frames), -1, -1)])  # (F, H_b, W_b): last one held
         r, c = divmod(b, columns)
-        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = frames[b]
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        grid[:, top:top + frames.shape[1], left:left + frames.shape[2]] = frames
     return grid.numpy()
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import buckets
 import common
 import data
 from lab.calibration import calibration_table, evaluation_networks, real_clips
@@ -140,11 +141,9 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 def check_sizes(models, sizes):
     """Raise ValueError, naming the rule, for a (frames, height, width) the models cannot sample or where the
     checkpoint's digits could not move."""
-    import sample
-
     world = data.WorldConfig(**models.checkpoint["config"]["world"])
     for frames, height, width in sizes:
-        sample.check_size(models.vae, models.dit, frames, height, width)
+        common.check_size(models.vae.config, models.dit.config, frames, height, width)
         replace(world, frames=frames, height=height, width=width)  # WorldConfig checks the canvas
 
 
@@ -255,15 +254,10 @@ checkpoints in --out-dir if there are any, else the one the --world-* flags desc
 
 def parse_sizes(parser, text):
     """ "9x32x48,13x32x32" -> [(9, 32, 48), (13, 32, 32)]; a malformed list is a parser error."""
-    sizes = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        numbers = part.lower().split("x")
-        if len(numbers) != 3 or not all(number.isdecimal() and int(number) > 0 for number in numbers):
-            parser.error(f'--sizes: {part!r} is not FRAMESxHEIGHTxWIDTH with whole numbers > 0, e.g. "9x32x48"')
-        if tuple(map(int, numbers)) in sizes:
-            parser.error(f"--sizes: {part} is given twice")
-        sizes.append(tuple(map(int, numbers)))
-    return sizes
+    try:
+        return buckets.parse_sizes(text)
+    except ValueError as e:
+        parser.error(f"--sizes: {e}")
 
 
 def main(argv=None):

@@ -36,19 +36,6 @@ from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
 
 
-def check_size(vae, dit, frames, height, width):
-    """Raise a ValueError naming the rule when the VAE or the patch grid cannot take this size."""
-    vae.check_video_shape(frames, height, width)
-    _, _, h, w = vae.latent_shape(frames, height, width)
-    _, ph, pw = dit.config.patch_size
-    step = vae.config.spatial_factor
-    for name, size, cells, patch in (("height", height, h, ph), ("width", width, w, pw)):
-        if cells % patch:
-            multiple = step * patch
-            raise ValueError(f"{name} must be a multiple of {multiple} (VAE factor {step} x patch {patch}): got "
-                             f"{size}; try {multiple * max(1, round(size / multiple))}")
-
-
 def video_tokens(vae, dit, frames, height, width):
     """How many spacetime patches (the DiT's tokens) a clip of this size has."""
     _, f, h, w = vae.latent_shape(frames, height, width)
@@ -94,7 +81,7 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of strings: got {prompts!r}")
     vae, text_encoder, dit = models.vae, models.text_encoder, models.dit
-    check_size(vae, dit, frames, height, width)
+    common.check_size(vae.config, dit.config, frames, height, width)
     steps, guidance_scale, shift = sampling
     device = next(dit.parameters()).device
     B = len(prompts)
@@ -485,7 +472,7 @@ def main(argv=None):
     # ---- inputs and the output: read, checked against each other and against the asked size, before sampling
     inputs, (frames, height, width), paths = read_inputs(args, mode, world, device)
     try:
-        check_size(vae, dit, frames, height, width)
+        common.check_size(vae.config, dit.config, frames, height, width)
     except ValueError as e:
         raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
     sampling = sampling_for(models, frames, height, width, args.steps, args.cfg, args.shift)

@@ -19,6 +19,7 @@ motion channels with the video and drops them; sample.py's interface is unchange
     python train.py                          # both stages, the preset that fits the device found
     python train.py --stage vae --preset cpu --out-dir out --steps 300
     python train.py --resume                 # continue the checkpoints in --out-dir
+    python train.py --buckets "9x32x32,9x32x48,9x48x32,5x32x32,13x32x32"   # native sizes, one per batch (buckets.py)
     python train.py --estimate --preset laptop   # what a run costs: FLOPs, memory, time on named GPUs
     python train.py --bench 20               # time each stage's training step on this machine
     torchrun --nproc_per_node=8 train.py     # data parallel over 8 GPUs (gloo on CPUs), the same run as one
@@ -31,7 +32,6 @@ DiTConfig (--dit-*), TextEncoderConfig (--text-*) and ReportConfig (--estimate, 
 
 import argparse
 import copy
-import itertools
 import math
 import os
 import sys
@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import buckets
 import common
 import data
 import diffusion
@@ -102,6 +103,14 @@ class TrainConfig:
     # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
     motion_weight: float = 0.5
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
+    # native sizes (buckets.py): "FxHxW,..." trains both stages on clips of each size, one size per batch, e.g.
+    # "9x32x32,9x32x48,9x48x32,5x32x32,13x32x32"; "" = the world's frames x height x width alone
+    buckets: str = ""
+    bucket_weights: str = ""  # relative share of steps of each bucket, e.g. "2,1,1,1,1"; "" = equal shares
+    # a bucket's clips per step are the batch flag's scaled by (cost of the world's size) / (cost of its size),
+    # rounded to a multiple of this; under torchrun make it a multiple of the number of processes
+    bucket_multiple: int = 1
+    square_crops: bool = False  # the baseline of Sora's framing comparison: clips centre-cropped to the world's size
     bin_every: int = 250  # log the loss per timestep bin
     eval_clips: int = 100  # after stage dit, sample and score this many clips per split (evaluate.py); 0 = skip
 
@@ -112,7 +121,8 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"--precision must be auto, fp32 or bf16: got {self.precision!r}")
         rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
-                                            "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips")),
+                                            "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips",
+                                            "bucket_multiple")),
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
                                              "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips",
                                              "motion_scale", "motion_weight")),
@@ -122,6 +132,28 @@ class TrainConfig:
             for name in names:
                 if not holds(getattr(self, name)):  # NaN fails every comparison, so it is refused too
                     raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
+        self.check_buckets()
+
+    def check_buckets(self):
+        """Refuse malformed --buckets and flags that need --buckets without it; write the sizes and weights in one
+        canonical form, so that a resumed run given "9X32x32, 5x32x32" is known to be the same run."""
+        try:
+            sizes = buckets.parse_sizes(self.buckets)
+        except ValueError as e:
+            raise ValueError(f"--buckets: {e}")
+        if self.buckets.strip() and not sizes:
+            raise ValueError(f"--buckets {self.buckets!r} names no size: give FxHxW,... or leave it out")
+        unused = [flag for flag, used in (("--bucket-weights", self.bucket_weights.strip()),
+                                          ("--bucket-multiple", self.bucket_multiple != 1),
+                                          ("--square-crops", self.square_crops)) if used]
+        if unused and not sizes:
+            raise ValueError(f"{unused[0]} needs --buckets (the sizes to train at): it does nothing without them")
+        weights = buckets.parse_weights(self.bucket_weights, len(sizes)) if sizes else []
+        for flag, batch_size in (("--vae-batch-size", self.vae_batch_size), ("--dit-batch-size", self.dit_batch_size)):
+            if batch_size % self.bucket_multiple:  # the world's own size would get another batch
+                raise ValueError(f"--bucket-multiple {self.bucket_multiple} must divide {flag} {batch_size}")
+        self.buckets = ",".join(map(buckets.size_name, sizes))
+        self.bucket_weights = ",".join(f"{w:g}" for w in weights) if self.bucket_weights.strip() else ""
 
 
 @dataclass
@@ -230,6 +262,10 @@ def start_data_parallel(train, device):
         if batch_size % ranks.size:
             raise ValueError(f"{flag} {batch_size} does not split over {ranks.size} ranks: use a multiple of "
                              f"{ranks.size} (the batch flags count clips over all ranks)")
+    if train.buckets and train.bucket_multiple % ranks.size:
+        raise ValueError(f"--buckets: each bucket's clips per step are rounded to a multiple of --bucket-multiple "
+                         f"{train.bucket_multiple}, which does not split over {ranks.size} ranks: use "
+                         f"--bucket-multiple {ranks.size} (or a multiple of it)")
     if device.type == "mps":
         raise ValueError("torchrun: data parallelism runs on CUDA (NCCL) or the CPU (gloo), not on MPS; pass "
                          "--device cpu or run plain python train.py")
@@ -359,11 +395,13 @@ class StepWindow:
         self.restart(first_step)
 
     def restart(self, first_step):
-        self.rows, self.first_step, self.tokens, self.tick = [], first_step, 0, time.perf_counter()
+        self.rows, self.first_step, self.tokens, self.clips = [], first_step, 0, 0
+        self.tick = time.perf_counter()
 
-    def add(self, values, tokens=0):
+    def add(self, values, tokens=0, clips=0):
+        """One step's values (0-dim tensors), and its tokens and clips over all ranks (for the speed)."""
         self.rows.append(torch.stack(values).float())
-        self.tokens += tokens
+        self.tokens, self.clips = self.tokens + tokens, self.clips + clips
 
     def check(self, parameters=()):
         """Before a checkpoint: the steps not yet read, and the weights (an update can overflow after a finite
@@ -373,11 +411,11 @@ class StepWindow:
         return rows
 
     def read(self):
-        """(means of the logged values, seconds, steps, tokens) since the last read; a new window starts."""
+        """(means of the logged values, seconds, steps, tokens, clips) since the last read; a new window starts."""
         rows = self.check()  # waits for the GPU, as reading the values does
-        elapsed, steps, tokens = time.perf_counter() - self.tick, len(self.rows), self.tokens
+        elapsed, steps, tokens, clips = time.perf_counter() - self.tick, len(self.rows), self.tokens, self.clips
         self.restart(self.first_step + steps)
-        return rows.mean(0).tolist(), elapsed, steps, tokens
+        return rows.mean(0).tolist(), elapsed, steps, tokens, clips
 
 
 def log(out_dir, line):
@@ -386,6 +424,11 @@ def log(out_dir, line):
     tqdm.write(line)
     with open(os.path.join(out_dir, "log.txt"), "a") as f:
         f.write(line + "\n")
+
+
+# TrainConfig fields that choose the clips of every step: a resumed run must keep them (their defaults stand for
+# checkpoints from before they existed)
+DATA_FIELDS = {"buckets": "", "bucket_weights": "", "bucket_multiple": 1, "square_crops": False}
 
 
 def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
@@ -405,6 +448,13 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
         if diff:
             raise ValueError(f"{path} was trained with another {name} config ({'; '.join(diff)}); use the same "
                              "flags and preset as then, or another --out-dir to train afresh")
+    saved_train = checkpoint["config"].get("train", {})
+    changed = [f"--{name.replace('_', '-')}: checkpoint {saved_train.get(name, default)!r}, now "
+               f"{getattr(train, name)!r}" for name, default in DATA_FIELDS.items()
+               if saved_train.get(name, default) != getattr(train, name)]
+    if changed and checkpoint["step"] < steps:  # the clips it would resume with are not the ones it stopped at
+        raise ValueError(f"{path} was trained on other sizes ({'; '.join(changed)}); resume with the same flags, or "
+                         "use another --out-dir to train afresh")
     if checkpoint["step"] >= steps:  # trained (with --resume too: a larger --*-steps trains it further)
         return "done"
     if train.resume:
@@ -413,22 +463,44 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
                      "to continue it, or use another --out-dir to start afresh")
 
 
-def rank_clip_indices(start_step, batch_size):
-    """Stream positions of this rank's clips, step after step from start_step: its rows of each global batch."""
-    rows = RANKS.rows(batch_size)
-    for step in itertools.count(start_step):
-        yield from range(step * batch_size + rows.start, step * batch_size + rows.stop)
+class BucketPlan(NamedTuple):
+    """A stage's native sizes: its buckets (buckets.Bucket: world, size, clips per step), their relative weights,
+    the bucket of every step, (steps,), and cost(F, H, W), what the clips per step were balanced by."""
+    buckets: list
+    weights: list
+    schedule: np.ndarray
+    cost: object
 
 
-def clip_batches(world, seed, batch_size, start_step, num_workers, motion=False):
-    """This rank's share (all of it in one process) of the training batches of batch_size clips for steps
-    start_step, start_step + 1, ...: clip i of the stream is always the same clip, so a resumed run continues the
-    stream where it stopped. motion: batches also carry data.motion_field."""
-    dataset = data.MovingDigits(world, "train", seed=seed, motion=motion)
-    sampler, local_batch = rank_clip_indices(start_step, batch_size), batch_size // RANKS.size
-    return iter(torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=data.collate,
+def bucket_plan(train, world, batch_size, cost, stream, steps):
+    """The plan of a stage whose flag asks batch_size clips of the world's size per step; cost(F, H, W) is a clip's
+    work (buckets.size_cost_*), stream keeps the stages' schedules apart. Without --buckets: one bucket, the world's
+    size, batch_size clips at every step (the single-size run)."""
+    sizes = buckets.parse_sizes(train.buckets) or [(world.frames, world.height, world.width)]
+    crop = (world.height, world.width) if train.square_crops else None
+    weights = buckets.parse_weights(train.bucket_weights, len(sizes))
+    stage_buckets = buckets.make_buckets(world, sizes, batch_size, cost, crop, train.bucket_multiple)
+    return BucketPlan(stage_buckets, weights, buckets.bucket_schedule(train.seed, stream, steps, weights), cost)
+
+
+def clip_batches(plan, seed, start_step, num_workers, motion=False):
+    """This rank's share (all of it in one process) of the training batches for steps start_step, start_step + 1,
+    ...: each step's clips come from its bucket's stream, where clip i is always the same clip, so a resumed run
+    continues every stream where it stopped. motion: batches also carry data.motion_field."""
+    dataset = buckets.BucketClips(plan.buckets, seed, motion=motion)
+    keys = buckets.batch_keys(plan.schedule, plan.buckets, start_step, RANKS.rows)  # one list of keys per step
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=keys, collate_fn=data.collate,
                                             num_workers=num_workers, pin_memory=torch.cuda.is_available(),
                                             persistent_workers=num_workers > 0))
+
+
+def bucket_note(plan):
+    """For a stage's first log line: each bucket's clips and pixels or tokens (plan.cost) per step, or '' for one."""
+    if len(plan.buckets) == 1:
+        return ""
+    what = "pixels" if plan.cost is buckets.size_cost_pixels else "tokens"
+    return (f"\n{len(plan.buckets)} buckets, each step from one (clips per step: the batch flag's at the world's "
+            f"size, scaled to the same {what}): {buckets.balance_line(plan.buckets, plan.cost)}")
 
 
 def as_images(videos):
@@ -554,10 +626,11 @@ def train_vae(train, world, vae_config, device):
     objective = data_parallel(VAEObjective(vae), device)
     loss_fn = torch.compile(objective) if train.compile else objective
     latent = vae.latent_shape(world.frames, world.height, world.width)
+    plan = bucket_plan(train, world, train.vae_batch_size, buckets.size_cost_pixels, stream=3, steps=steps)
     log(train.out_dir, f"stage vae on {device}{precision_note(device, train.precision)}: "
                        f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
-                       f"{train.vae_batch_size} clips" + ranks_note())
+                       f"{train.vae_batch_size} clips{ranks_note()}{bucket_note(plan)}")
 
     def save(step, metrics):
         if RANKS.main:
@@ -568,7 +641,7 @@ def train_vae(train, world, vae_config, device):
 
     # ---- the loop
     started = time.perf_counter()
-    batches = clip_batches(world, train.seed, train.vae_batch_size, start_step, train.num_workers)
+    batches = clip_batches(plan, train.seed, start_step, train.num_workers)
     if checkpoint is not None:  # after the loader, whose making draws from torch's stream: the posterior noise
         restore_rng_state(checkpoint.get("rng"))  # then goes on exactly as in the straight run
     image_steps = np.random.default_rng([train.seed, 1]).random(steps) < train.image_prob
@@ -579,6 +652,7 @@ def train_vae(train, world, vae_config, device):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
         video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1], this rank's
+        clips = len(video) * RANKS.size  # every rank's, for the log
         if image_steps[step]:
             video = as_images(video)  # (B*F, 1, 1, H, W): the same pixels, seen as images
         noise = posterior_noise(vae, video).to(device, non_blocking=True)  # (B, c, f, h, w)
@@ -588,13 +662,13 @@ def train_vae(train, world, vae_config, device):
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
         optimizer.step()
-        window.add([loss.detach(), mse.detach(), kl.detach(), grad_norm])
+        window.add([loss.detach(), mse.detach(), kl.detach(), grad_norm], clips=clips)
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            (loss_mean, mse_mean, kl_mean, grad_mean), elapsed, n, _ = window.read()
+            (loss_mean, mse_mean, kl_mean, grad_mean), elapsed, n, _, clips_done = window.read()
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
                                f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
-                               f" | {1000 * elapsed / n:.0f} ms/step | {train.vae_batch_size * n / elapsed:.1f} clips/s")
+                               f" | {1000 * elapsed / n:.0f} ms/step | {clips_done / elapsed:.1f} clips/s")
         if (step + 1) % train.sample_every == 0 and RANKS.main:
             write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
             vae.train()
@@ -634,14 +708,14 @@ def batch_latents(vae, batch, motion_scale, device, keep=None, precision="auto")
     return torch.cat([latents, motion_scale * motion], 1)  # (B, c + 2, f, h, w)
 
 
-def encode_clips(vae, world, seed, clips, device, motion_scale=0.0, precision="auto", batch_size=64):
-    """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream
-    (c counts the motion channels too when motion_scale > 0)."""
-    dataset = data.MovingDigits(world, "train", seed=seed, motion=motion_scale > 0)
+def encode_clips(vae, dataset, bucket, clips, device, motion_scale=0.0, precision="auto", batch_size=64):
+    """A latent cache: (latents (N, c, f, h, w), captions) for the first `clips` training clips of the stream of
+    bucket number `bucket` of dataset (buckets.BucketClips; c counts the motion channels too when
+    motion_scale > 0)."""
     latents, captions = [], []
     for start in tqdm(range(0, clips, batch_size), desc="encoding clips", dynamic_ncols=True, leave=False,
                       disable=not RANKS.main):
-        batch = data.collate([dataset[i] for i in range(start, min(clips, start + batch_size))])
+        batch = data.collate([dataset[bucket, i] for i in range(start, min(clips, start + batch_size))])
         latents.append(batch_latents(vae, batch, motion_scale, device, precision=precision))
         captions += batch["caption"]
     return torch.cat(latents), captions
@@ -661,43 +735,75 @@ def write_samples(models, world, diffusion_config, path, seed=0):
     common.save_video(path, common.video_grid(videos, columns=4))
 
 
-def write_missing_samples(out_dir, world, diffusion_config, device):
-    """A finished stage skipped on --resume still writes its samples if a kill came between them and its final
-    checkpoint (the GIF is written last, so its presence means both are there)."""
+def write_size_samples(models, sizes, diffusion_config, path, seed=0):
+    """With buckets: a GIF of three fixed prompts (rows: across, down, diagonal) at every size (columns: frames,
+    height, width), one model for them all, and the sizes and prompts in a .txt."""
+    prompts = [SAMPLE_PROMPTS[i] for i in (2, 4, 6)]
+    sampling = sampling_settings(diffusion_config)
+    by_size = [generate(models, prompts, *size, sampling, seed) for size in sizes]  # per size (3, 1, F, H, W)
+    cells = [by_size[column][row] for row in range(len(prompts)) for column in range(len(sizes))]
+    write_text(os.path.splitext(path)[0] + ".txt", "columns: " + ", ".join(map(buckets.size_name, sizes)) + "\n" +
+               "".join(f"row {i}: {p}\n" for i, p in enumerate(prompts)))
+    common.save_video(path, common.video_grid(cells, columns=len(sizes)))
+
+
+def write_final_samples(models, world, plan, diffusion_config, out_dir):
+    """Stage dit's last files (rank 0): samples.gif, and samples_sizes.gif with several buckets (first: the
+    presence of samples.gif says all are there). Returns what was written, for the log."""
+    sizes = [b.world_size for b in plan.buckets]
+    if RANKS.main:
+        if len(sizes) > 1:
+            write_size_samples(models, sizes, diffusion_config, os.path.join(out_dir, "samples_sizes.gif"))
+        write_samples(models, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
+    note = f", and at every bucket's size in {os.path.join(out_dir, 'samples_sizes.gif')}" if len(sizes) > 1 else ""
+    return (f"samples for {len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} "
+            f"(prompts in samples.txt){note}")
+
+
+def write_missing_samples(out_dir, world, diffusion_config, device, sizes):
+    """A finished stage skipped on --resume still writes its samples (rank 0) if a kill came between them and its
+    final checkpoint (samples.gif is written last, so its presence means all are there). sizes: the buckets'
+    (frames, height, width), for samples_sizes.gif when there are several."""
     path = os.path.join(out_dir, "samples.gif")
-    if not os.path.exists(path):
-        write_samples(load_models(out_dir, device), world, diffusion_config, path)
+    if RANKS.main and not os.path.exists(path):
+        models = load_models(out_dir, device)
+        if len(sizes) > 1:
+            write_size_samples(models, sizes, diffusion_config, os.path.join(out_dir, "samples_sizes.gif"))
+        write_samples(models, world, diffusion_config, path)
 
 
 class LatentSource:
     """Where the DiT's training latents come from: a cache of the first `--latent-cache` clips of the stream,
     encoded once (each batch then draws clips from it with `generator`; every rank encodes the whole cache), or,
-    with no cache, the VAE encoding the stream's next clips at every step. Steps drawn as image steps
-    (--dit-image-prob) keep the first latent frame only: the causal VAE's latent of frame 0 alone, i.e. of an
-    image. Under torchrun each rank gets its rows of every batch."""
+    with no cache, the VAE encoding the stream's next clips at every step. With buckets (plan: BucketPlan) each
+    step draws from its bucket's cache or stream, and the cache is shared among the buckets by the clips they
+    draw. Steps drawn as image steps (--dit-image-prob) keep the first latent frame only: the causal VAE's latent
+    of frame 0 alone, i.e. of an image. Under torchrun each rank gets its rows of every batch."""
 
-    def __init__(self, vae, world, train, start_step, steps, device):
+    def __init__(self, vae, plan, train, start_step, device):
         self.vae, self.device, self.motion_scale, self.precision = vae, device, train.motion_scale, train.precision
-        self.batch_size = train.dit_batch_size // RANKS.size  # this rank's clips per step
+        self.plan, steps = plan, len(plan.schedule)
         self.image_steps = np.random.default_rng([train.seed, 2]).random(steps) < train.dit_image_prob  # (steps,)
-        self.cached_latents = None
+        self.caches = None
         if train.latent_cache:
-            self.cached_latents, self.cached_captions = encode_clips(vae, world, train.seed, train.latent_cache, device,
-                                                                     train.motion_scale, train.precision)
-            log(train.out_dir, f"latent cache: {len(self.cached_captions)} clips, latents "
-                               f"{tuple(self.cached_latents.shape)}")
+            dataset = buckets.BucketClips(plan.buckets, train.seed, motion=train.motion_scale > 0)
+            shares = buckets.cache_shares(plan.buckets, plan.weights, train.latent_cache)
+            self.caches = [encode_clips(vae, dataset, b, n, device, train.motion_scale, train.precision)
+                           for b, n in enumerate(shares)]  # per bucket: (latents (N, c, f, h, w), N captions)
+            log(train.out_dir, "latent cache: " + ", ".join(f"{len(captions)} clips, latents {tuple(latents.shape)}"
+                                                            for latents, captions in self.caches))
         else:
-            self.clips = clip_batches(world, train.seed, train.dit_batch_size, start_step, train.num_workers,
-                                      motion=train.motion_scale > 0)
+            self.clips = clip_batches(plan, train.seed, start_step, train.num_workers, motion=train.motion_scale > 0)
 
     def batch(self, step, generator):
-        """(latents (B, c, f, h, w), B captions) of this rank's clips for this step; f = 1 on image steps."""
+        """(latents (B, c, f, h, w), B captions) of this rank's clips for this step, all of the step's bucket;
+        f = 1 on image steps."""
         keep = 1 if self.image_steps[step] else None  # latent frames kept: the first only, or all
-        if self.cached_latents is not None:
-            draw = lambda n: torch.randint(len(self.cached_captions), (n,), generator=generator)
-            index = global_draw(draw, self.batch_size)  # (B,)
-            captions = [self.cached_captions[i] for i in index.tolist()]
-            return self.cached_latents[index, :, :keep].to(self.device), captions
+        if self.caches is not None:
+            latents, captions = self.caches[self.plan.schedule[step]]
+            local_batch = self.plan.buckets[self.plan.schedule[step]].batch_size // RANKS.size  # this rank's clips
+            index = global_draw(lambda n: torch.randint(len(captions), (n,), generator=generator), local_batch)  # (B,)
+            return latents[index, :, :keep].to(self.device), [captions[i] for i in index.tolist()]
         batch = next(self.clips)
         return batch_latents(self.vae, batch, self.motion_scale, self.device, keep, self.precision), batch["caption"]
 
@@ -810,13 +916,13 @@ def peak_flops(device):
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in torch.cuda.get_device_name(device)), None)
 
 
-def dit_log_line(step, window, lr, train, flops_per_token, device):
+def dit_log_line(step, window, lr, flops_per_token, device):
     """The log line of the steps since the last one: mean loss and grad norm, speed, and MFU on a known GPU.
     flops_per_token: of a training step, per video token; the tokens are every rank's, the MFU is per GPU."""
-    (loss_mean, grad_mean), elapsed, n, tokens = window.read()
+    (loss_mean, grad_mean), elapsed, n, tokens, clips = window.read()
     peak = peak_flops(device)
     line = (f"dit step {step:6d} | loss {loss_mean:.4f} | grad {grad_mean:.3f} | lr {lr:.2e} | "
-            f"{1000 * elapsed / n:.0f} ms/step | {train.dit_batch_size * n / elapsed:.1f} clips/s | "
+            f"{1000 * elapsed / n:.0f} ms/step | {clips / elapsed:.1f} clips/s | "
             f"{tokens / elapsed:,.0f} tok/s")
     return line + (f" | MFU {100 * flops_per_token * tokens / elapsed / (peak * RANKS.size):.1f}%" if peak else "")
 
@@ -848,8 +954,14 @@ def derived_dit_config(dit_config, vae_config, text_config, train):
     return replace(dit_config, latent_channels=vae_config.latent_channels + motion_channels, text_dim=text_config.dim)
 
 
+def patch_count(latents, dit_config):
+    """The DiT's tokens in a batch of latents (B, c, f, h, w): B x spacetime patches per clip."""
+    return len(latents) * math.prod(n // p for n, p in zip(latents.shape[2:], dit_config.patch_size))
+
+
 def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
-    """(video tokens per clip, the log line that opens stage dit: sizes of the models, the latent and the run)."""
+    """(video tokens per clip of the world's size, the log line that opens stage dit: sizes of the models, the
+    latent and the run)."""
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
     text_params = sum(p.numel() for p in text_encoder.parameters())
@@ -870,23 +982,23 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     checkpoint = existing_checkpoint(path, steps, train, configs, vae_checkpoint)
     if checkpoint == "done":
         log(out_dir, f"{path} is trained: skipping stage dit (--resume --dit-steps N trains it further)")
-        if RANKS.main:
-            write_missing_samples(out_dir, world, diffusion_config, device)
-        return
+        return write_missing_samples(out_dir, world, diffusion_config, device, buckets.parse_sizes(train.buckets))
 
     # ---- models, EMA copies and optimizer, from the checkpoint when resuming
     text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
     start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
+    tokens = buckets.size_cost_tokens(vae.config.temporal_factor, vae.config.spatial_factor, dit_config.patch_size)
+    plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
-    log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header)
+    log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
     weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
     objective = data_parallel(VelocityLoss(text_encoder, dit, weights).to(device), device)
     loss_fn = torch.compile(objective) if train.compile else objective
     started = time.perf_counter()
-    source = LatentSource(vae, world, train, start_step, steps, device)
+    source = LatentSource(vae, plan, train, start_step, device)
     generator = torch.Generator().manual_seed(train.seed)  # cache indices, caption dropout, timesteps, noise
     if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
         restore_rng_state(checkpoint.get("rng"), generator)
@@ -899,7 +1011,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                                    "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
                                    "vae": vae_record(vae_checkpoint), "rng": rng_state(generator)})
 
-    # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate)
+    # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate;
+    # with buckets approximate too: attention's share of a token's FLOPs differs a little from bucket to bucket)
     flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
@@ -923,10 +1036,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         for ema_model, model in ((ema_dit, dit), (ema_text_encoder, text_encoder)):
             update_ema(ema_model, model, ema_decay_at(step, train.ema_decay))
         loss_by_t.add(t, per_sample_loss)
-        window.add([loss.detach(), grad_norm], tokens=tokens_per_clip * len(latents) * RANKS.size)
+        window.add([loss.detach(), grad_norm], tokens=patch_count(latents, dit_config) * RANKS.size,
+                   clips=len(latents) * RANKS.size)  # every rank's
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], train, flops_per_token, device))
+            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], flops_per_token, device))
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
             loss_by_t.log(out_dir)
         if (step + 1) % train.sample_every == 0 and step + 1 < steps and RANKS.main:
@@ -937,11 +1051,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     window.check(params)
     save(steps, {})
-    if RANKS.main:
-        write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, "samples.gif"))
-    log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; samples for "
-                 f"{len(sample_prompts(world))} fixed prompts in {os.path.join(out_dir, 'samples.gif')} "
-                 "(prompts in samples.txt)")
+    log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; "
+                 + write_final_samples(ema_models, world, plan, diffusion_config, out_dir))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -950,6 +1061,18 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
 # Config fields that are not free choices: the DiT reads what the VAE writes and the text encoder's width.
 DERIVED = {"dit": ("latent_channels", "text_dim")}
+
+
+def check_buckets(world, vae_config, dit_config, train):
+    """Raise ValueError, naming the bucket and the rule, for a --buckets size the VAE or the DiT's patch grid
+    cannot take, where a digit could not move, or smaller than the --square-crops crop."""
+    crop = (world.height, world.width) if train.square_crops else None
+    for size in buckets.parse_sizes(train.buckets):
+        try:
+            bucket = buckets.make_buckets(world, [size], 1, buckets.size_cost_pixels, crop)[0]
+            common.check_size(vae_config, dit_config, *bucket.size)
+        except ValueError as e:
+            raise ValueError(f"--buckets {buckets.size_name(size)}: {e}")
 
 
 def check_configs(configs):
@@ -961,6 +1084,7 @@ def check_configs(configs):
         raise ValueError(f"captions of up to {world.max_digits} digits reach {longest} characters, {longest + 1} "
                          f"tokens with BOS, but --text-max-len is {text.max_len}; use --text-max-len {longest + 1} "
                          "or more")
+    check_buckets(world, configs["vae"], dit, train)
     for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
         if dit.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
             raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "

@@ -62,6 +62,17 @@ class VAEConfig:
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0: got {self.kl_weight}")
 
+    def check_video_shape(self, frames: int, height: int, width: int) -> None:
+        """Raise ValueError, naming the rule and a valid nearby value, unless the VAE can encode this size."""
+        s, sf = self.temporal_factor, self.spatial_factor
+        if frames < 1 or (frames - 1) % s:
+            nearby = 1 + s * max(0, round((frames - 1) / s))
+            raise ValueError(f"frames must be 1 + {s}k for temporal_factor {s}: got {frames}; try {nearby}")
+        for name, size in (("height", height), ("width", width)):
+            if size < sf or size % sf:
+                nearby = sf * max(1, round(size / sf))
+                raise ValueError(f"{name} must be a multiple of spatial_factor {sf}: got {size}; try {nearby}")
+
     @property
     def spatial_downsamples(self) -> int:  # number of 2x spatial downsamplings
         return int(math.log2(self.spatial_factor))
@@ -326,14 +337,7 @@ class VideoVAE(nn.Module):
 
     def check_video_shape(self, frames: int, height: int, width: int) -> None:
         """Raise ValueError, naming the rule and a valid nearby value, unless the VAE can encode this size."""
-        s, sf = self.config.temporal_factor, self.config.spatial_factor
-        if frames < 1 or (frames - 1) % s:
-            nearby = 1 + s * max(0, round((frames - 1) / s))
-            raise ValueError(f"frames must be 1 + {s}k for temporal_factor {s}: got {frames}; try {nearby}")
-        for name, size in (("height", height), ("width", width)):
-            if size < sf or size % sf:
-                nearby = sf * max(1, round(size / sf))
-                raise ValueError(f"{name} must be a multiple of spatial_factor {sf}: got {size}; try {nearby}")
+        self.config.check_video_shape(frames, height, width)
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """The latent (c, f, h, w) of a video of this size (checked first)."""

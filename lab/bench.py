@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
 
+import buckets  # noqa: E402
 import common  # noqa: E402
 import data  # noqa: E402
 import train  # noqa: E402
@@ -294,7 +296,38 @@ def bench(configs, device, seconds):
     text_seconds = text_share(configs, device, seconds / 4)
     print(f"the text encoder's forward and backward alone: {1000 * text_seconds:.1f} ms "
           f"({100 * text_seconds / timings['dit']:.0f}% of the dit step)")
+    if len(buckets.parse_sizes(train_config.buckets)) > 1:
+        print(f"per bucket (--buckets {train_config.buckets}), each step timed about {seconds / 4:.1f} s:")
+        bucket_throughput(configs, device, seconds / 4)
     return timings
+
+
+def bucket_throughput(configs, device, seconds):
+    """With --buckets: each stage's step timed at every bucket's size and clips per step (train.bucket_plan), so
+    a reader sees whether small buckets keep the pixels/s (VAE) and tokens/s (DiT) of the world's own size:
+    buckets need no padding, but a small batch of short sequences can use the device worse. Prints a table;
+    returns {(stage, native size name): units per second}."""
+    train_config, world, vae_config = configs["train"], configs["world"], configs["vae"]
+    tokens = buckets.size_cost_tokens(vae_config.temporal_factor, vae_config.spatial_factor, configs["dit"].patch_size)
+    stages = {"vae": (vae_step, train_config.vae_batch_size, buckets.size_cost_pixels, "vae_batch_size", "pixels"),
+              "dit": (dit_step, train_config.dit_batch_size, tokens, "dit_batch_size", "tokens")}
+    print("| stage | bucket | clips/step | units/step | ms/step | units/s | vs. the first bucket |")
+    print("|---|---|---|---|---|---|---|")
+    rates = {}
+    for stage, (make, batch_size, cost, flag, unit) in stages.items():
+        plan = train.bucket_plan(train_config, world, batch_size, cost, stream=0, steps=1)
+        first = None
+        for bucket in plan.buckets:
+            frames, height, width = bucket.size
+            sized = dict(configs, world=replace(world, frames=frames, height=height, width=width),
+                         train=replace(train_config, **{flag: bucket.batch_size}))
+            seconds_per_step = time_step(make(sized, device), device, seconds)[0]
+            units = bucket.batch_size * cost(*bucket.size)
+            rates[stage, buckets.size_name(bucket.world_size)] = rate = units / seconds_per_step
+            first = first or rate
+            print(f"| {stage} | {buckets.bucket_name(bucket)} | {bucket.batch_size} | {units:,} {unit} | "
+                  f"{1000 * seconds_per_step:.1f} | {rate:,.0f} | {rate / first:.2f} |")
+    return rates
 
 
 def main(argv=None):

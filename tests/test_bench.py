@@ -83,3 +83,18 @@ def test_bench_prints_each_stage(tmp_path, capsys):
     assert "of the dit step" in lines[3] and not os.path.exists(tmp_path / "never")
     bench.main(["--seconds", "0.01"] + TINY)  # the lab's own command line times the same steps
     assert "dit step on cpu" in capsys.readouterr().out
+
+
+def test_bench_times_every_bucket_at_its_own_batch(capsys, monkeypatch):
+    """--bench with --buckets: one row per stage and bucket, each step built at that bucket's size and clips."""
+    built = []
+    real_dit_step = bench.dit_step
+    monkeypatch.setattr(bench, "dit_step", lambda configs, device: built.append(
+        (configs["world"].frames, configs["world"].width, configs["train"].dit_batch_size)) or
+        real_dit_step(configs, device))
+    configs = train.parse_args(TINY + ["--buckets", "5x32x32,5x32x48,1x32x32"])
+    rates = bench.bucket_throughput(configs, torch.device("cpu"), 0.01)
+    assert list(rates) == [(stage, size) for stage in ("vae", "dit") for size in ("5x32x32", "5x32x48", "1x32x32")]
+    assert built == [(5, 32, 4), (5, 48, 3), (1, 32, 8)]  # 32 tokens a clip; 48; 16 (the batch flag: 4 clips)
+    assert all(rate > 0 for rate in rates.values())
+    assert "| dit | 5x32x48 | 3 | 144 tokens |" in capsys.readouterr().out

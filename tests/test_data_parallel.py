@@ -1,16 +1,19 @@
 """Data parallelism (torchrun): two gloo processes on the CPU train what one process trains with the same global
-batch, rank 0 alone writes, and a checkpoint resumes under another number of processes."""
+batch (with buckets of native sizes), rank 0 alone writes, and a checkpoint resumes under another number of
+processes."""
 
-import itertools
 import os
 import re
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+import buckets
+import data
 import train
 from test_train_sample import TINY
 
@@ -19,7 +22,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # theory and of float noise (1e-8) in practice, and AdamW turns that noise into steps of the learning rate, so
 # such weights would differ between any two orders of summation, one process or two. fp32: in bf16 a product's
 # rounding depends on how the batch is split, so one process and two would agree only to about 1e-2.
-FLAGS = TINY + ["--vae-norm-groups", "2", "--steps", "20", "--precision", "fp32"]
+# Buckets of native sizes, each step's clips rounded to a multiple of 2 so that they split over two ranks.
+FLAGS = TINY + ["--vae-norm-groups", "2", "--steps", "20", "--precision", "fp32",
+                "--buckets", "5x32x32,5x32x48,1x32x32", "--bucket-multiple", "2"]
 
 
 def torchrun(argv, processes=2):
@@ -108,8 +113,10 @@ def test_each_rank_draws_its_own_clips_and_random_rows(monkeypatch):
         monkeypatch.setattr(train, "RANKS", train.Ranks())
         return results + [function()]
 
-    steps = lambda: list(itertools.islice(train.rank_clip_indices(3, 4), 12))  # batches of 4 from step 3 on
-    rank_0, rank_1, alone = per_rank(steps)  # 6 steps of 2 clips per rank, 3 steps of 4 alone
+    one_size = [buckets.Bucket(data.WorldConfig(), (17, 64, 64), 4)]  # one bucket: 4 clips a step
+    keys = lambda: [i for step in buckets.batch_keys(np.zeros(6, int), one_size, 3, train.RANKS.rows)
+                    for _, i in step]  # batches of 4 from step 3 on
+    rank_0, rank_1, alone = per_rank(keys)  # 6 steps of 2 clips per rank, 3 steps of 4 alone
     assert not set(rank_0) & set(rank_1) and sorted(rank_0[:6] + rank_1[:6]) == alone == list(range(12, 24))
     assert rank_0[:2] + rank_1[:2] == alone[:4]  # step 3's batch: rank 0 the first half, rank 1 the second
     randn = lambda n: torch.randn(n, 3, generator=torch.Generator().manual_seed(0))

@@ -6,6 +6,7 @@ cannot read the caption), and the errors."""
 
 import json
 import shutil
+from dataclasses import replace
 
 import imageio.v3 as iio
 import numpy as np
@@ -187,6 +188,19 @@ def test_calibration_real_clips_score_high_and_each_corruption_breaks_its_metric
     for name in ("identity", "count", "persistence", "physics"):
         assert broken[name] >= real[name] - 0.1, (name, broken[name], real[name])
     assert "| frames shuffled | 24 |" in evaluate.markdown_table(rows, "clips")
+
+
+@pytest.mark.parametrize("size", [(9, 32, 48), (9, 48, 32)])
+def test_calibration_at_other_sizes_keeps_real_clips_at_the_ceiling_and_cut_off_digits_below(networks, size):
+    """Scoring at a native size (evaluate.py --sizes, training with --buckets): real clips of a wide and a tall canvas
+    score near the ceiling on every metric, and a digit slid out of view fails framing."""
+    out_dir, classifier, _, encoder = networks
+    frames, height, width = size
+    world = replace(WORLD, frames=frames, height=height, width=width)
+    rows = calibration.calibration_table(world, classifier, encoder, CONFIG, n=24, cache_dir=out_dir)
+    for name in scoring.METRICS:
+        assert rows["real"][name] >= 0.9, (size, name, rows["real"][name])
+    assert rows["digit cut off"]["framing"] < 0.6 and rows["through a wall"]["physics"] < 0.5
 
 
 def test_scores_gifs_on_disk_and_writes_json(networks, tmp_path, capsys):
