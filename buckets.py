@@ -164,12 +164,13 @@ def cache_shares(buckets, weights, clips):
     return [max(int(n), b.batch_size) for n, b in zip(shares, buckets)]
 
 
-def size_cost_tokens(temporal_factor, spatial_factor, patch_size):
-    """cost(frames, height, width) = the DiT's tokens for a clip of that size."""
-    pt, ph, pw = patch_size
+def size_cost_tokens(vae_config, dit_config):
+    """cost(frames, height, width) = the DiT's tokens (spacetime patches) for a clip of that size, from the VAE's
+    compression factors (VAEConfig) and the DiT's patch size (DiTConfig)."""
+    temporal, spatial, (pt, ph, pw) = vae_config.temporal_factor, vae_config.spatial_factor, dit_config.patch_size
 
     def tokens(F, H, W):  # latent grid (1 + (F - 1) / temporal, H / spatial, W / spatial) in patches of (pt, ph, pw)
-        return ((1 + (F - 1) // temporal_factor) // pt) * (H // spatial_factor // ph) * (W // spatial_factor // pw)
+        return ((1 + (F - 1) // temporal) // pt) * (H // spatial // ph) * (W // spatial // pw)
     return tokens
 
 

@@ -29,6 +29,7 @@ import sys
 import numpy as np
 import torch
 
+import buckets
 import common
 import data
 from common import Sampling, autocast, load_models, pick_device, run_cli, sampling_settings
@@ -36,20 +37,13 @@ from diffusion import DiffusionConfig, add_noise, sample
 from text_encoder import tokenize
 
 
-def video_tokens(vae, dit, frames, height, width):
-    """How many spacetime patches (the DiT's tokens) a clip of this size has."""
-    _, f, h, w = vae.latent_shape(frames, height, width)
-    pt, ph, pw = dit.config.patch_size
-    return (f // pt) * (h // ph) * (w // pw)
-
-
 def size_shift(models, frames, height, width):
     """SD3's resolution-dependent timestep shift (Esser et al., arXiv:2403.03206): the checkpoint's
     shift times sqrt(tokens at this size / tokens at the training size). A grid with more tokens keeps more
     redundant copies of its content at a given noise level, so it needs more steps at high noise to settle it."""
     world = models.checkpoint["config"]["world"]
-    trained = video_tokens(models.vae, models.dit, world["frames"], world["height"], world["width"])
-    asked = video_tokens(models.vae, models.dit, frames, height, width)
+    video_tokens = buckets.size_cost_tokens(models.vae.config, models.dit.config)  # (F, H, W) -> tokens
+    trained, asked = video_tokens(world["frames"], world["height"], world["width"]), video_tokens(frames, height, width)
     return models.checkpoint["config"]["diffusion"]["shift"] * math.sqrt(asked / trained)
 
 

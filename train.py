@@ -989,7 +989,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
     start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
-    tokens = buckets.size_cost_tokens(vae.config.temporal_factor, vae.config.spatial_factor, dit_config.patch_size)
+    tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
@@ -1063,7 +1063,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 DERIVED = {"dit": ("latent_channels", "text_dim")}
 
 
-def check_buckets(world, vae_config, dit_config, train):
+def check_bucket_sizes(world, vae_config, dit_config, train):
     """Raise ValueError, naming the bucket and the rule, for a --buckets size the VAE or the DiT's patch grid
     cannot take, where a digit could not move, or smaller than the --square-crops crop."""
     crop = (world.height, world.width) if train.square_crops else None
@@ -1084,7 +1084,7 @@ def check_configs(configs):
         raise ValueError(f"captions of up to {world.max_digits} digits reach {longest} characters, {longest + 1} "
                          f"tokens with BOS, but --text-max-len is {text.max_len}; use --text-max-len {longest + 1} "
                          "or more")
-    check_buckets(world, configs["vae"], dit, train)
+    check_bucket_sizes(world, configs["vae"], dit, train)
     for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
         if dit.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
             raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "

@@ -308,7 +308,7 @@ def bucket_throughput(configs, device, seconds):
     buckets need no padding, but a small batch of short sequences can use the device worse. Prints a table;
     returns {(stage, native size name): units per second}."""
     train_config, world, vae_config = configs["train"], configs["world"], configs["vae"]
-    tokens = buckets.size_cost_tokens(vae_config.temporal_factor, vae_config.spatial_factor, configs["dit"].patch_size)
+    tokens = buckets.size_cost_tokens(vae_config, configs["dit"])
     stages = {"vae": (vae_step, train_config.vae_batch_size, buckets.size_cost_pixels, "vae_batch_size", "pixels"),
               "dit": (dit_step, train_config.dit_batch_size, tokens, "dit_batch_size", "tokens")}
     print("| stage | bucket | clips/step | units/step | ms/step | units/s | vs. the first bucket |")
