@@ -79,14 +79,22 @@ def pick_device(name=""):
 
 def uses_bf16(device, precision="auto"):
     """Whether `device` computes in bf16 under autocast. precision "fp32" or "bf16" decides; "auto" says bf16 on
-    CUDA (tensor cores) and on a CPU with AMX, the bf16 matrix units of recent Intel Xeons, where a matrix product
-    measured 5x faster in bf16 than in fp32 (one core, the DiT's shapes; EXPERIMENTS.md, "bf16 on the CPU"); fp32
-    on other CPUs (without bf16 matrix units; not measured here), on MPS, and on the meta device (no autocast)."""
+    CUDA (tensor cores) and on a CPU with bf16 matrix instructions: AMX (recent Intel Xeons, where a matrix product
+    at the DiT's shapes measured 5x faster in bf16 than in fp32 on one core) or AVX512-BF16 (e.g. AMD Zen 4 EPYC:
+    2.2x, and the whole DiT step 1.5x; EXPERIMENTS.md, "bf16 on the CPU"); fp32 on other CPUs (not measured), on
+    MPS, and on the meta device (no autocast)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--precision must be auto, fp32 or bf16: got {precision!r}")
     if precision != "auto" or device.type not in ("cuda", "cpu"):
         return precision == "bf16" and device.type in ("cuda", "cpu")
-    return device.type == "cuda" or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return device.type == "cuda" or cpu_has_bf16_matmul()
+
+
+def cpu_has_bf16_matmul():
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16 dot products), as PyTorch
+    reports it; False where this PyTorch cannot tell."""
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_amx_tile_supported",
+                                                                      "_is_avx512_bf16_supported"))
 
 
 def autocast(device, precision="auto"):
@@ -247,8 +255,18 @@ def check_same_vae(dit_checkpoint, vae_checkpoint, dit_path, vae_path):
                      f"vae.pt it was trained with, or train a DiT for this VAE in another --out-dir")
 
 
+def config_from_record(config_class, record, path):
+    """config_class(**record), the config a checkpoint at path recorded; raises ValueError naming the fields this
+    code does not know (a checkpoint written by another version of nanosora) instead of a TypeError."""
+    unknown = sorted(set(record) - {f.name for f in fields(config_class)})
+    if unknown:
+        raise ValueError(f"{path} records {config_class.__name__} fields this code does not have ({', '.join(unknown)}):"
+                         f" it was written by another version of nanosora; load it with that version's code")
+    return config_class(**record)
+
+
 def vae_from_checkpoint(checkpoint, path, device):
-    vae = VideoVAE(VAEConfig(**checkpoint["config"]["vae"]))
+    vae = VideoVAE(config_from_record(VAEConfig, checkpoint["config"]["vae"], path))
     load_weights(vae, checkpoint["model"], path)
     return vae.to(device).eval().requires_grad_(False)
 
@@ -273,8 +291,8 @@ def load_models(out_dir, device, ema=True):
     vae_path, dit_path = os.path.join(out_dir, "vae.pt"), os.path.join(out_dir, "dit.pt")
     vae_checkpoint, checkpoint = load_checkpoint(vae_path), load_checkpoint(dit_path)
     check_same_vae(checkpoint, vae_checkpoint, dit_path, vae_path)
-    text_encoder = TextEncoder(TextEncoderConfig(**checkpoint["config"]["text"]))
-    dit = DiT(DiTConfig(**checkpoint["config"]["dit"]))
+    text_encoder = TextEncoder(config_from_record(TextEncoderConfig, checkpoint["config"]["text"], dit_path))
+    dit = DiT(config_from_record(DiTConfig, checkpoint["config"]["dit"], dit_path))
     weights = checkpoint["ema"] if ema else checkpoint["model"]
     load_weights(text_encoder, weights["text_encoder"], dit_path)
     load_weights(dit, weights["dit"], dit_path)
@@ -288,8 +306,10 @@ def load_models(out_dir, device, ema=True):
 
 def check_size(vae_config, dit_config, frames, height, width):
     """Raise a ValueError naming the rule when the VAE (VAEConfig) or the DiT's patch grid (DiTConfig) cannot take
-    a video of this size: to sample it, or to train on it (--buckets)."""
+    a video of this size: to sample it, or to train on it (--buckets). dit_config None: the VAE's rules alone."""
     vae_config.check_video_shape(frames, height, width)
+    if dit_config is None:
+        return
     pt, ph, pw = dit_config.patch_size
     latent_frames = 1 + (frames - 1) // vae_config.temporal_factor
     if latent_frames % pt:

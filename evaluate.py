@@ -33,6 +33,7 @@ tests/test_evaluate.py checks it).
     python evaluate.py --out-dir out --caption-gaps --n 192          # which caption words the model reads, per t
     python evaluate.py --out-dir out --splits vae --n 300            # the VAE's ceiling (needs only vae.pt)
     python evaluate.py --out-dir out --sizes "9x32x48,13x32x32"     # val prompts at other sizes and durations
+    python evaluate.py --out-dir out --splits vae --sizes "13x32x32" # the VAE's ceiling there
 
 This file is the command line and the report; the measuring tools live in lab/: glyph_classifier.py, tracker.py,
 scoring.py (the metrics), fvd.py, calibration.py, caption_gaps.py, prompt_sets.py and prompting_eval.py.
@@ -110,19 +111,16 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 
     config = config or EvalConfig()
     device = torch.device(device)
-    if tuple(splits) == ("vae",) and not sizes:  # the VAE alone, as soon as stage 1 has trained
-        vae_path = os.path.join(out_dir, "vae.pt")
-        checkpoint = common.load_checkpoint(vae_path)  # it holds the world too, which is all that is read of it
-        models = common.Models(common.vae_from_checkpoint(checkpoint, vae_path, device), None, None, checkpoint)
-    else:
-        models = common.load_models(out_dir, device)
+    vae_only = tuple(splits) == ("vae",)
+    models = load_for(out_dir, vae_only, device)
     world = data.WorldConfig(**models.checkpoint["config"]["world"])
     check_sizes(models, sizes)  # before the evaluation networks train (minutes)
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
     report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
               "classifier_accuracy": accuracy, "splits": {}}
-    if sizes:  # a row per size, named FxHxW: `val` scenes simulated on that canvas
-        jobs = [(f"{f}x{h}x{w}", replace(world, frames=f, height=h, width=w), "val") for f, h, w in sizes]
+    if sizes:  # a row per size, named FxHxW: `val` scenes simulated on that canvas (reconstructed, for `vae`)
+        split = "vae" if vae_only else "val"
+        jobs = [(f"{f}x{h}x{w}", replace(world, frames=f, height=h, width=w), split) for f, h, w in sizes]
     else:
         jobs = [(split, world, split) for split in splits]
     judges = Judges(classifier, encoder, config)
@@ -138,12 +136,22 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     return report
 
 
+def load_for(out_dir, vae_only, device):
+    """The checkpoints of out_dir (common.Models); vae_only: vae.pt alone (the `vae` split needs nothing more, so
+    it runs as soon as stage 1 has trained)."""
+    if not vae_only:
+        return common.load_models(out_dir, device)
+    vae_path = os.path.join(out_dir, "vae.pt")
+    checkpoint = common.load_checkpoint(vae_path)  # it holds the world too, which is all that is read of it
+    return common.Models(common.vae_from_checkpoint(checkpoint, vae_path, device), None, None, checkpoint)
+
+
 def check_sizes(models, sizes):
-    """Raise ValueError, naming the rule, for a (frames, height, width) the models cannot sample or where the
-    checkpoint's digits could not move."""
+    """Raise ValueError, naming the rule, for a (frames, height, width) the models cannot sample (the VAE alone
+    when models has no DiT) or where the checkpoint's digits could not move."""
     world = data.WorldConfig(**models.checkpoint["config"]["world"])
     for frames, height, width in sizes:
-        common.check_size(models.vae.config, models.dit.config, frames, height, width)
+        common.check_size(models.vae.config, models.dit and models.dit.config, frames, height, width)
         replace(world, frames=frames, height=height, width=width)  # WorldConfig checks the canvas
 
 
@@ -280,7 +288,8 @@ def main(argv=None):
     parser.add_argument("--no-expand", action="store_true", help="sample the short and paraphrase splits' prompts "
                         "as typed, without sample.py's default prompt expansion")
     parser.add_argument("--sizes", default="", help='sample and score `val` prompts at these sizes instead, each '
-                        'on its own canvas: "FxHxW,...", e.g. "9x32x48,13x32x32"')
+                        'on its own canvas: "FxHxW,...", e.g. "9x32x48,13x32x32"; with --splits vae, the VAE\'s '
+                        'reconstructions of real clips of each size (needs only vae.pt)')
     parser.add_argument("--shift", type=common.shift_flag, default=None, help="the sampler's timestep shift: a "
                         "number > 0 or 'scaled' (as sample.py --shift; default: sample.py's)")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
@@ -299,8 +308,9 @@ def main(argv=None):
     if (sizes or args.shift is not None) and other_modes:
         parser.error(f"--sizes and --shift are for sampling from the checkpoints; {other_modes[0]} does not sample "
                      "that way: leave them out")
-    if sizes and args.splits != list(SPLITS):
-        parser.error("--sizes scores `val` prompts at each size: leave out --splits")
+    if sizes and args.splits not in (list(SPLITS), ["vae"]):
+        parser.error("--sizes scores `val` prompts at each size (or, with --splits vae alone, the VAE's "
+                     "reconstructions of them): leave out --splits")
     config, device = common.config_from_args(EvalConfig, args), common.pick_device(args.device)
     if args.caption_gaps:
         evaluate_caption_gaps(args.out_dir, args.n, device, config.seed, args.json or None)
@@ -310,7 +320,7 @@ def main(argv=None):
         return
     if not (args.videos or args.calibrate):
         if sizes:  # a size the models cannot take, or where a digit cannot move: one line, before anything trains
-            models = common.load_models(args.out_dir, "cpu")
+            models = load_for(args.out_dir, args.splits == ["vae"], "cpu")
             try:
                 check_sizes(models, sizes)
             except ValueError as e:

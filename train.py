@@ -68,7 +68,7 @@ class TrainConfig:
     device: str = ""  # "" = cuda, else mps, else cpu
     num_workers: int = 0  # DataLoader processes making clips (0: in the training process)
     compile: bool = False  # torch.compile the models' training step
-    # "auto": bf16 autocast on CUDA and on CPUs with AMX (bf16 matrix units), fp32 elsewhere (common.uses_bf16)
+    # "auto": bf16 autocast on CUDA and on CPUs with bf16 matrix instructions (AMX, AVX512-BF16), fp32 elsewhere
     precision: str = "auto"
     steps: int = 0  # if > 0, overrides vae_steps and dit_steps (handy for quick runs)
     grad_clip: float = 1.0

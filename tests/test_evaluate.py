@@ -263,6 +263,15 @@ def test_vae_split_needs_only_the_vae(tmp_path, capsys):
     assert "| vae | 2 |" in capsys.readouterr().out
     report = json.loads(open(f"{out_dir}/eval.json").read())
     assert list(report["splits"]) == ["vae"] and report["splits"]["vae"]["shift"] is None
+    # at other sizes: the VAE's reconstructions of real clips of each size, on that size's canvas (no dit.pt)
+    evaluate.main(["--out-dir", out_dir, "--splits", "vae", "--sizes", "5x32x48", "--n", "2", "--classifier-steps",
+                   "20", "--encoder-steps", "5", "--json", f"{out_dir}/sizes.json"])
+    report = json.loads(open(f"{out_dir}/sizes.json").read())
+    assert list(report["splits"]) == ["5x32x48"] and report["splits"]["5x32x48"]["shift"] is None
+    assert report["splits"]["5x32x48"]["clips"] == 2
+    with pytest.raises(SystemExit):  # the VAE's own rule, named
+        evaluate.main(["--out-dir", out_dir, "--splits", "vae", "--sizes", "4x32x48"])
+    assert "frames must be 1 + 4k" in capsys.readouterr().err
 
 
 def test_sizes_score_each_size_on_its_own_canvas(tmp_path, capsys, monkeypatch):

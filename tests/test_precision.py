@@ -17,8 +17,8 @@ CPU = torch.device("cpu")
 
 def test_precision_flag_decides_and_auto_follows_the_hardware():
     assert not common.uses_bf16(CPU, "fp32") and common.uses_bf16(CPU, "bf16")
-    amx = torch.cpu._is_amx_tile_supported()
-    assert common.uses_bf16(CPU, "auto") == amx
+    bf16_units = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert common.uses_bf16(CPU, "auto") == bf16_units == common.cpu_has_bf16_matmul()
     for device in ("meta", "mps"):  # no bf16 autocast there, whatever is asked
         assert not common.uses_bf16(torch.device(device), "auto")
         assert not common.uses_bf16(torch.device(device), "bf16")
