@@ -7,7 +7,8 @@ known, so that every generated video can be checked. This file makes that world:
 - glyphs: digits 0-9 drawn procedurally from jittered strokes into MNIST-like 28x28 images (or real MNIST);
 - scenes: 1..N digits moving at constant velocity on an H x W canvas, bouncing elastically off the walls,
   composited with max so that crossing digits hide each other for a while;
-- captions written from the ground truth in many phrasings, and `parse`, which reads a caption back;
+- captions written from the ground truth in many phrasings, `parse`, which reads a caption back, and
+  `caption_labels`, what a caption states as classes (the text encoder's pretraining targets);
 - splits: `train`, `val` (unseen glyphs) and `holdout` (digit/direction pairs never seen in training, to
   measure compositional generalisation as Sync-DRAW did with moving MNIST, arXiv:1611.10314).
 
@@ -656,6 +657,36 @@ def parse(text, skip_unknown=False):
             bounces = False
         motions.append(DigitMotion(digit, direction, next(iter(speeds), None) if not still else None, bounces))
     return motions
+
+
+# What a caption says about each of its digits, as classes: the targets of the text encoder's pretraining
+# (train.py). Classes per attribute; digit class 10 means "the caption has no digit in this slot".
+ATTRIBUTES = {"digit": 11, "direction": len(DIRECTIONS) + 1, "speed": 3, "bounces": 2}
+NO_DIGIT = 10  # the digit class of a slot the caption leaves empty
+DIRECTION_CLASSES = tuple(DIRECTIONS) + (STILL,)
+SPEED_CLASSES = SPEEDS + (STILL,)  # a still digit's speed is its own class
+NO_LABEL = -100  # what torch.nn.functional.cross_entropy ignores
+
+
+def caption_labels(motions, slots):
+    """The attributes of a caption's digits (a list of DigitMotion, in the caption's order) as an int64 array
+    (slots, 4), one row per slot: digit (0-9; NO_DIGIT = 10 for no digit in this slot), direction (its index in
+    DIRECTION_CLASSES: DIRECTIONS, then still), speed (SPEED_CLASSES: slow, fast, still) and bounces (0 / 1). A
+    slot with no digit, or an attribute the caption leaves out (None), is NO_LABEL after the digit column. Raises
+    ValueError for more digits than slots."""
+    if len(motions) > slots:
+        raise ValueError(f"{len(motions)} digits do not fit {slots} slots")
+    labels = np.full((slots, len(ATTRIBUTES)), NO_LABEL, dtype=np.int64)  # (slots, 4)
+    labels[:, 0] = NO_DIGIT
+    for slot, m in enumerate(motions):
+        labels[slot, 0] = m.digit
+        if m.direction is not None:
+            labels[slot, 1] = DIRECTION_CLASSES.index(m.direction)
+        if m.direction == STILL or m.speed is not None:
+            labels[slot, 2] = SPEED_CLASSES.index(STILL if m.direction == STILL else m.speed)
+        if m.bounces is not None:
+            labels[slot, 3] = int(m.bounces)
+    return labels
 
 
 def expand_prompt(prompt, rng, config=None):

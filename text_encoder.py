@@ -3,8 +3,10 @@
 Implements the text conditioning of the Sora report ("Video generation models as world simulators"), section
 "Language understanding": Sora is a text-conditional model that turns prompts into videos. Sora relies on a
 large pretrained language model; our captions come from a small grammar over a moving-digits world, so a tiny
-character-level transformer trained from scratch, jointly with the DiT, is enough -- and needs no download and
-no vocabulary file. Empty captions stand for "no text", the unconditional half of classifier-free guidance.
+character-level transformer trained from scratch is enough -- and needs no download and no vocabulary file. In
+place of that pretraining, train.py first teaches it for a few seconds what each caption states
+(`pretrain_text_encoder`), then trains it jointly with the DiT. Empty captions stand for "no text", the
+unconditional half of classifier-free guidance.
 
 Papers: ByT5: Towards a token-free future with pre-trained byte-to-byte models (Xue et al., arXiv:2105.13626)
 for vocabulary-free character tokens; Attention Is All You Need (Vaswani et al., arXiv:1706.03762) for the

@@ -7,6 +7,12 @@ Stage `dit`: with the VAE frozen, a DiT (dit.py) over spacetime latent patches a
 (text_encoder.py) learn, jointly and from scratch, to turn noise into the latent of the captioned clip
 (rectified flow, diffusion.py); at the end a grid of samples for fixed prompts is written.
 
+Text pretraining (--text-pretrain-steps). Sora reads prompts with a pretrained language model; ours starts from
+nothing, and through the denoising loss alone it takes the DiT thousands of steps to find the word or character that
+names the digit. So the stage first spends about half a minute teaching the text encoder what each caption states:
+a linear layer reads the digit, direction, speed and bounce from the pooled caption, trained on the grammar's own
+labels, then is thrown away (--text-pretrain-steps, --text-pretrain-batch).
+
 The motion target (--motion-scale, after VideoJAM: Chefer et al., "VideoJAM: Joint Appearance-Motion
 Representations for Enhanced Motion Generation in Video Models", arXiv:2502.02492). Denoising pixels alone teaches
 motion slowly: where a digit starts is random, so at high noise the best guess of every frame is the same blur
@@ -70,7 +76,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the models' training step
     # "auto": bf16 autocast on CUDA and on CPUs with bf16 matrix instructions (AMX, AVX512-BF16), fp32 elsewhere
     precision: str = "auto"
-    steps: int = 0  # if > 0, overrides vae_steps and dit_steps (handy for quick runs)
+    steps: int = 0  # if > 0, overrides vae_steps and dit_steps (handy for quick runs; add --text-pretrain-steps 0)
     grad_clip: float = 1.0
     log_every: int = 25
     sample_every: int = 500  # write a GIF: reconstructions (vae) or samples for fixed prompts (dit)
@@ -102,6 +108,11 @@ class TrainConfig:
     # how much the motion channels' mean squared error counts against the video channels' (1); 0.5 weighs all
     # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
     motion_weight: float = 0.5
+    # text pretraining (pretrain_text_encoder): > 0 trains the text encoder this many steps, before the DiT, to read
+    # each digit's attributes from the caption (AdamW at --dit-lr); 0 = off. Every rank runs the same pretraining
+    # on the same captions (text_pretrain_batch counts captions per rank), and DDP then starts all from rank 0's.
+    text_pretrain_steps: int = 0
+    text_pretrain_batch: int = 64
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     # native sizes (buckets.py): "FxHxW,..." trains both stages on clips of each size, one size per batch, e.g.
     # "9x32x32,9x32x48,9x48x32,5x32x32,13x32x32"; "" = the world's frames x height x width alone
@@ -122,10 +133,10 @@ class TrainConfig:
             raise ValueError(f"--precision must be auto, fp32 or bf16: got {self.precision!r}")
         rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
                                             "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips",
-                                            "bucket_multiple")),
+                                            "text_pretrain_batch", "bucket_multiple")),
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
-                                             "dit_warmup", "dit_weight_decay", "latent_cache", "eval_clips",
-                                             "motion_scale", "motion_weight")),
+                                             "dit_warmup", "text_pretrain_steps", "dit_weight_decay", "latent_cache",
+                                             "eval_clips", "motion_scale", "motion_weight")),
                  ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob")),
                  ("in [0, 1)", lambda v: 0 <= v < 1, ("ema_decay", "caption_dropout")))
         for rule, holds, names in rules:
@@ -178,7 +189,7 @@ PRESETS = {
                 vae_base_channels=16, vae_channel_mults=(1, 2), vae_steps=2000, vae_batch_size=4, vae_lr=2e-3,
                 dit_dim=192, dit_depth=4, dit_heads=6, text_dim=128, text_depth=1, text_heads=4,
                 dit_steps=4000, dit_batch_size=32, dit_lr=2e-3, ema_decay=0.995, latent_cache=8192, given_prob=0.1,
-                motion_scale=3.0, motion_weight=0.25),
+                motion_scale=3.0, motion_weight=0.25, text_pretrain_steps=400),
     # A laptop GPU with 8 GB: 64x64, 17 frames, up to two digits -> latent (4, 5, 16, 16), 320 tokens. Sized to
     # an hour on an RTX 4060 Laptop GPU, under 6 GB (`python train.py --estimate --preset laptop`: 43 minutes at
     # 30% MFU, the hour at 21%): the cpu preset's recipe (a latent cache, 32 clips a step) at twice its widths.
@@ -898,6 +909,65 @@ def dit_models(text_config, dit_config, train, device):
     return text_encoder, dit, ema_text_encoder, ema_dit, optimizer
 
 
+def caption_attributes(dataset, start, count, slots):
+    """The captions of dataset's scenes start .. start + count - 1 and their attributes (count, slots, 4) int64
+    (data.caption_labels). Only the scenes are drawn: no video is rendered."""
+    scenes = [dataset.scene(i) for i in range(start, start + count)]  # (Scene, caption) pairs
+    labels = np.stack([data.caption_labels(scene.motions, slots) for scene, _ in scenes])
+    return [caption for _, caption in scenes], torch.from_numpy(labels)
+
+
+def attribute_logits(probe, pooled, slots):
+    """The pretraining probe's logits per attribute: pooled (B, E) -> [(B, slots, classes)] in data.ATTRIBUTES order."""
+    logits = probe(pooled).view(len(pooled), slots, -1)  # (B, slots, sum of the classes)
+    return logits.split(list(data.ATTRIBUTES.values()), dim=-1)
+
+
+def pretrain_text_encoder(text_encoder, world, text_config, train, device):
+    """Teach the text encoder what the captions say before the DiT learns to read it: --text-pretrain-steps of
+    predicting every digit's attributes (digit, direction, speed, bounce; data.caption_labels) from the pooled
+    caption, through one linear layer that is then thrown away. Sora reads prompts with a pretrained language
+    model, so its DiT starts from text features that already mean something; our text encoder starts from
+    nothing, and learning to find the word or character that names the digit, only through the denoising loss,
+    took the DiT thousands of steps (EXPERIMENTS.md, "Pretraining the text encoder"). Captions come from the
+    `train` split (never a held-out pair); returns the accuracy per attribute on 512 `val` captions (the digit's
+    over the slots that hold one). AdamW at --dit-lr with PyTorch's default betas and weight decay."""
+    slots, batch_size = world.max_digits, train.text_pretrain_batch
+    train_set, val_set = (data.MovingDigits(world, split, seed=train.seed) for split in ("train", "val"))
+    started = time.perf_counter()  # (after the glyphs are drawn: the whole run draws them once, for every stage)
+    probe = torch.nn.Linear(text_config.dim, slots * sum(data.ATTRIBUTES.values())).to(device)  # every slot's logits
+    optimizer = torch.optim.AdamW(list(text_encoder.parameters()) + list(probe.parameters()), lr=train.dit_lr)
+    text_encoder.train()
+    for step in range(train.text_pretrain_steps):
+        captions, labels = caption_attributes(train_set, step * batch_size, batch_size, slots)  # labels (B, slots, 4)
+        ids, mask = caption_tokens(captions, text_config, train, device)
+        with autocast(device, train.precision):
+            _, _, pooled = text_encoder(ids, mask)  # (B, E): what the DiT's adaLN reads of the caption
+            logits = attribute_logits(probe, pooled, slots)
+        # one cross-entropy per attribute, summed; the attributes of empty slots and of words left out are ignored
+        loss = sum(torch.nn.functional.cross_entropy(logit.float().flatten(0, 1), label.flatten().to(device),
+                                                     ignore_index=data.NO_LABEL)
+                   for logit, label in zip(logits, labels.unbind(-1)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    text_encoder.zero_grad(set_to_none=True)
+    captions, labels = caption_attributes(val_set, 0, 512, slots)
+    text_encoder.eval()  # (no dropout while measuring)
+    with torch.no_grad(), autocast(device, train.precision):
+        _, _, pooled = text_encoder(*caption_tokens(captions, text_config, train, device))
+        logits = attribute_logits(probe, pooled, slots)
+    text_encoder.train()
+    accuracy, holds_digit = {}, labels[..., 0] != data.NO_DIGIT  # (512, slots)
+    for name, logit, label in zip(data.ATTRIBUTES, logits, labels.unbind(-1)):
+        known = holds_digit & (label != data.NO_LABEL)  # (512, slots)
+        accuracy[name] = (logit.argmax(-1).cpu()[known] == label[known]).float().mean().item()
+    log(train.out_dir, f"text encoder pretrained: {train.text_pretrain_steps} steps in "
+                       f"{time.perf_counter() - started:.0f} s; accuracy on val captions "
+                       + ", ".join(f"{name} {acc:.2f}" for name, acc in accuracy.items()))
+    return accuracy
+
+
 def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer):
     """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step (0 for no checkpoint)."""
     if checkpoint is None:
@@ -989,6 +1059,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
     start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
+    if checkpoint is None and train.text_pretrain_steps:  # a fresh run: the EMA copy starts from the result too
+        pretrain_text_encoder(text_encoder, world, text_config, train, device)
+        ema_text_encoder.load_state_dict(text_encoder.state_dict())
     tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)

@@ -30,7 +30,8 @@ TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2", "--vae-batch-size", "2",
         "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2", "--text-dim", "32",
         "--text-depth", "1", "--text-heads", "2", "--dit-batch-size", "4", "--sample-steps", "2", "--log-every", "1",
-        "--bin-every", "4", "--sample-every", "8", "--ckpt-every", "4", "--eval-clips", "0", "--steps", "40"]
+        "--bin-every", "4", "--sample-every", "8", "--ckpt-every", "4", "--eval-clips", "0", "--steps", "40",
+        "--text-pretrain-steps", "2", "--text-pretrain-batch", "4"]
 SETTINGS = {"latent cache": ["--latent-cache", "16"], "fresh clips, text dropout": ["--latent-cache", "0",
                                                                                    "--text-dropout", "0.2"]}
 

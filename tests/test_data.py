@@ -123,6 +123,27 @@ def test_parse_inverts_caption_for_many_scenes():
             assert data.parse(text) == scene.motions, text
 
 
+def test_caption_labels_say_what_the_physics_does():
+    """The pretraining targets against the simulated motion, not against the caption grammar that wrote them."""
+    config = data.WorldConfig(max_digits=3, **SMALL)
+    for i in range(300):
+        scene, _ = data.MovingDigits(config, "train").scene(i)
+        labels = data.caption_labels(scene.motions, 4)  # (4 slots, 4 attributes)
+        assert labels.shape == (4, 4) and labels.dtype == np.int64
+        for n in range(len(scene.motions)):
+            digit, direction, speed, bounces = labels[n]
+            velocity = scene.velocities[0, n]  # (2,) pixels per frame
+            assert digit == scene.digits[n]
+            assert np.array_equal(np.sign(velocity), data.DIRECTIONS.get(data.DIRECTION_CLASSES[direction], (0, 0)))
+            assert speed == {0: 2, config.slow_speed: 0, config.fast_speed: 1}[np.abs(velocity).max()]
+            assert bounces == bool(scene.bounce_frames[n])
+        assert (labels[len(scene.motions):, 0] == data.NO_DIGIT).all() and (labels[len(scene.motions):, 1:] == data.NO_LABEL).all()
+    assert data.caption_labels(data.parse("a 3"), 1).tolist() == [[3, data.NO_LABEL, data.NO_LABEL, data.NO_LABEL]]
+    assert data.caption_labels(data.parse("a 3 moves left"), 1).tolist() == [[3, 0, data.NO_LABEL, data.NO_LABEL]]
+    with pytest.raises(ValueError, match="3 digits do not fit 2 slots"):
+        data.caption_labels(data.parse("a 3, a 4 and a 5"), 2)
+
+
 def test_parse_short_prompts_and_synonyms():
     assert data.parse("a 3 and a 7") == [data.DigitMotion(3), data.DigitMotion(7)]
     assert data.parse("A fast seven heading north-west, never touching a wall") == [

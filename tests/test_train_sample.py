@@ -9,15 +9,17 @@ import pytest
 import torch
 
 import common
+import data
 import sample
 import train
-from text_encoder import tokenize
+from text_encoder import TextEncoder, TextEncoderConfig, tokenize
 
 TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "--digit-size", "16",
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
         "--vae-batch-size", "2", "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2",
         "--text-dim", "32", "--text-depth", "1", "--text-heads", "2", "--dit-batch-size", "4", "--latent-cache", "8",
-        "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000", "--eval-clips", "0"]
+        "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000", "--eval-clips", "0",
+        "--text-pretrain-steps", "2", "--text-pretrain-batch", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def test_train_writes_checkpoints_samples_and_logs(trained):
     assert len(open(f"{trained}/samples.txt").read().splitlines()) == len(train.SAMPLE_PROMPTS)
     log = open(f"{trained}/log.txt").read()
     assert "ms/step" in log and "tok/s" in log and "dit loss by t" in log and "val PSNR" in log
+    assert "text encoder pretrained: 2 steps" in log
 
 
 def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
@@ -128,6 +131,26 @@ def test_helpers_match_their_formulas():
     train.update_ema(ema, model, 0.9)
     assert torch.allclose(ema.weight, expected)
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
+
+
+def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path):
+    """pretrain_text_encoder: after 100 steps the pooled caption tells the speed and bounce of `val` captions far
+    better than the most common class of each does (what a caption-blind guess gets), and the direction (nine
+    classes, many-word phrases) clearly better. The digit, a word or character to find among fifty, takes a few
+    hundred steps (EXPERIMENTS.md): too long for a test."""
+    world = data.WorldConfig(frames=5, height=32, width=32, digit_size=16, min_digits=1, max_digits=1,
+                             glyphs_per_digit=10)
+    text_config = TextEncoderConfig(dim=32, depth=1, heads=2)
+    config = train.TrainConfig(out_dir=str(tmp_path), text_pretrain_steps=100, text_pretrain_batch=32,
+                               precision="fp32", dit_lr=3e-3)
+    torch.manual_seed(0)
+    accuracy = train.pretrain_text_encoder(TextEncoder(text_config), world, text_config, config, torch.device("cpu"))
+    _, labels = train.caption_attributes(data.MovingDigits(world, "val"), 0, 512, 1)  # (512, 1, 4)
+    for (name, acc), label in zip(accuracy.items(), labels[:, 0].unbind(-1)):
+        most_common = torch.bincount(label[label != data.NO_LABEL]).max() / (label != data.NO_LABEL).sum()
+        margin = {"digit": -1.0, "direction": 0.05}.get(name, 0.1)
+        assert acc > most_common + margin, (name, acc, most_common.item())
+    assert "text encoder pretrained" in open(tmp_path / "log.txt").read()
 
 
 def test_caption_dropout_rate_and_reproducibility():
