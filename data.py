@@ -660,11 +660,11 @@ def parse(text, skip_unknown=False):
 
 
 # What a caption says about each of its digits, as classes: the targets of the text encoder's pretraining
-# (train.py). Classes per attribute; digit class 10 means "the caption has no digit in this slot".
-ATTRIBUTES = {"digit": 11, "direction": len(DIRECTIONS) + 1, "speed": 3, "bounces": 2}
+# (train.py), and how many classes each attribute has.
 NO_DIGIT = 10  # the digit class of a slot the caption leaves empty
 DIRECTION_CLASSES = tuple(DIRECTIONS) + (STILL,)
 SPEED_CLASSES = SPEEDS + (STILL,)  # a still digit's speed is its own class
+ATTRIBUTES = {"digit": NO_DIGIT + 1, "direction": len(DIRECTION_CLASSES), "speed": len(SPEED_CLASSES), "bounces": 2}
 NO_LABEL = -100  # what torch.nn.functional.cross_entropy ignores
 
 
