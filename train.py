@@ -11,7 +11,8 @@ Text pretraining (--text-pretrain-steps). Sora reads prompts with a pretrained l
 nothing, and through the denoising loss alone it takes the DiT thousands of steps to find the word or character that
 names the digit. So the stage first spends about half a minute teaching the text encoder what each caption states:
 a linear layer reads the digit, direction, speed and bounce from the pooled caption, trained on the grammar's own
-labels, then is thrown away (--text-pretrain-steps, --text-pretrain-batch).
+labels, then is thrown away (--text-pretrain-steps, --text-pretrain-batch, --text-pretrain-lr). The text encoder
+then trains on with the DiT, or, with --freeze-text-encoder, stays as pretrained, as Sora's language model does.
 
 The motion target (--motion-scale, after VideoJAM: Chefer et al., "VideoJAM: Joint Appearance-Motion
 Representations for Enhanced Motion Generation in Video Models", arXiv:2502.02492). Denoising pixels alone teaches
@@ -109,10 +110,16 @@ class TrainConfig:
     # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
     motion_weight: float = 0.5
     # text pretraining (pretrain_text_encoder): > 0 trains the text encoder this many steps, before the DiT, to read
-    # each digit's attributes from the caption (AdamW at --dit-lr); 0 = off. Every rank runs the same pretraining
-    # on the same captions (text_pretrain_batch counts captions per rank), and DDP then starts all from rank 0's.
+    # each digit's attributes from the caption; 0 = off. Every rank runs the same pretraining on the same captions
+    # (text_pretrain_batch counts captions per rank), and DDP then starts all from rank 0's.
     text_pretrain_steps: int = 0
     text_pretrain_batch: int = 64
+    # its AdamW's peak rate, warmed up over the first 5% of the steps, then cosine to 10% (as the stages' own): a
+    # short run wants a high rate that settles at the end (EXPERIMENTS.md, "Pretraining the text encoder")
+    text_pretrain_lr: float = 1e-2
+    # after pretraining, keep the text encoder fixed while the DiT trains, as Sora and SD3 keep their pretrained
+    # language models: no backward pass through it and no optimizer state for it
+    freeze_text_encoder: bool = False
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     # native sizes (buckets.py): "FxHxW,..." trains both stages on clips of each size, one size per batch, e.g.
     # "9x32x32,9x32x48,9x48x32,5x32x32,13x32x32"; "" = the world's frames x height x width alone
@@ -133,7 +140,7 @@ class TrainConfig:
             raise ValueError(f"--precision must be auto, fp32 or bf16: got {self.precision!r}")
         rules = (("> 0", lambda v: v > 0, ("vae_batch_size", "dit_batch_size", "vae_lr", "dit_lr", "grad_clip",
                                             "log_every", "sample_every", "ckpt_every", "bin_every", "vae_eval_clips",
-                                            "text_pretrain_batch", "bucket_multiple")),
+                                            "text_pretrain_batch", "text_pretrain_lr", "bucket_multiple")),
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
                                              "dit_warmup", "text_pretrain_steps", "dit_weight_decay", "latent_cache",
                                              "eval_clips", "motion_scale", "motion_weight")),
@@ -899,12 +906,12 @@ def frozen_vae(train, world, vae_config, device):
 
 def dit_models(text_config, dit_config, train, device):
     """The text encoder and DiT, initialised from the seed, their EMA copies (used for sampling) and one AdamW
-    over both: they learn together, from scratch."""
+    over both (over the DiT alone with --freeze-text-encoder)."""
     torch.manual_seed(train.seed)
     text_encoder, dit = TextEncoder(text_config).to(device), DiT(dit_config).to(device)
     ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
     ema_dit = copy.deepcopy(dit).requires_grad_(False).eval()
-    params = list(dit.parameters()) + list(text_encoder.parameters())
+    params = list(dit.parameters()) + ([] if train.freeze_text_encoder else list(text_encoder.parameters()))
     optimizer = torch.optim.AdamW(params, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
     return text_encoder, dit, ema_text_encoder, ema_dit, optimizer
 
@@ -931,14 +938,17 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     nothing, and learning to find the word or character that names the digit, only through the denoising loss,
     took the DiT thousands of steps (EXPERIMENTS.md, "Pretraining the text encoder"). Captions come from the
     `train` split (never a held-out pair); returns the accuracy per attribute on 512 `val` captions (the digit's
-    over the slots that hold one). AdamW at --dit-lr with PyTorch's default betas and weight decay."""
-    slots, batch_size = world.max_digits, train.text_pretrain_batch
+    over the slots that hold one). AdamW at --text-pretrain-lr (PyTorch's default betas and weight decay), warmed up
+    over the first 5% of the steps, then cosine to 10%."""
+    slots, batch_size, steps = world.max_digits, train.text_pretrain_batch, train.text_pretrain_steps
     train_set, val_set = (data.MovingDigits(world, split, seed=train.seed) for split in ("train", "val"))
     started = time.perf_counter()  # (after the glyphs are drawn: the whole run draws them once, for every stage)
     probe = torch.nn.Linear(text_config.dim, slots * sum(data.ATTRIBUTES.values())).to(device)  # every slot's logits
-    optimizer = torch.optim.AdamW(list(text_encoder.parameters()) + list(probe.parameters()), lr=train.dit_lr)
+    optimizer = torch.optim.AdamW(list(text_encoder.parameters()) + list(probe.parameters()))
     text_encoder.train()
-    for step in range(train.text_pretrain_steps):
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, train.text_pretrain_lr, steps // 20, steps)
         captions, labels = caption_attributes(train_set, step * batch_size, batch_size, slots)  # labels (B, slots, 4)
         ids, mask = caption_tokens(captions, text_config, train, device)
         with autocast(device, train.precision):
@@ -962,16 +972,21 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     for name, logit, label in zip(data.ATTRIBUTES, logits, labels.unbind(-1)):
         known = holds_digit & (label != data.NO_LABEL)  # (512, slots)
         accuracy[name] = (logit.argmax(-1).cpu()[known] == label[known]).float().mean().item()
-    log(train.out_dir, f"text encoder pretrained: {train.text_pretrain_steps} steps in "
+    log(train.out_dir, f"text encoder pretrained: {steps} steps in "
                        f"{time.perf_counter() - started:.0f} s; accuracy on val captions "
                        + ", ".join(f"{name} {acc:.2f}" for name, acc in accuracy.items()))
     return accuracy
 
 
-def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer):
-    """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step (0 for no checkpoint)."""
+def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer, train):
+    """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step (0 for no checkpoint).
+    Raises ValueError if it was trained with the other --freeze-text-encoder (its optimizer holds other weights)."""
     if checkpoint is None:
         return 0
+    frozen = checkpoint["config"]["train"].get("freeze_text_encoder", False)
+    if frozen != train.freeze_text_encoder:
+        raise ValueError(f"{os.path.join(train.out_dir, 'dit.pt')} was trained with --freeze-text-encoder {frozen}: "
+                         "resume it with the same, or use another --out-dir to train afresh")
     for module, state in ((dit, checkpoint["model"]["dit"]), (text_encoder, checkpoint["model"]["text_encoder"]),
                           (ema_dit, checkpoint["ema"]["dit"]), (ema_text_encoder, checkpoint["ema"]["text_encoder"])):
         module.load_state_dict(state)
@@ -1058,10 +1073,12 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
-    start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer)
+    start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer, train)
     if checkpoint is None and train.text_pretrain_steps:  # a fresh run: the EMA copy starts from the result too
         pretrain_text_encoder(text_encoder, world, text_config, train, device)
         ema_text_encoder.load_state_dict(text_encoder.state_dict())
+    if train.freeze_text_encoder:  # from here on: no gradient reaches it, and its EMA copy stays equal to it
+        text_encoder.requires_grad_(False)
     tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
@@ -1089,7 +1106,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
-    dit.train(), text_encoder.train()
+    dit.train(), text_encoder.train(not train.freeze_text_encoder)  # a frozen encoder reads as in sampling
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
                      disable=not RANKS.main):

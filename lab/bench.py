@@ -160,6 +160,7 @@ def dit_step(configs, device):
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     motion = dit_config.latent_channels - c
     text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, device)
+    text_encoder.requires_grad_(not train_config.freeze_text_encoder)  # as train_dit does after pretraining
     params = list(dit.parameters()) + list(text_encoder.parameters())
     B = train_config.dit_batch_size
     captions = training_captions(world, B, train_config.seed)

@@ -179,6 +179,7 @@ TRAIN_CASES = [
     (["--vae-batch-size", "0"], "--vae-batch-size must be > 0"),
     (["--vae-lr", "-1"], "--vae-lr must be > 0"),
     (["--dit-lr", "nan"], "--dit-lr must be > 0"),
+    (["--text-pretrain-lr", "0"], "--text-pretrain-lr must be > 0"),
     (["--ema-decay", "2"], r"--ema-decay must be in \[0, 1\)"),
     (["--caption-dropout", "1.5"], r"--caption-dropout must be in \[0, 1\)"),
     (["--given-prob", "-0.1"], r"--given-prob must be in \[0, 1\]"),

@@ -142,7 +142,7 @@ def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path):
                              glyphs_per_digit=10)
     text_config = TextEncoderConfig(dim=32, depth=1, heads=2)
     config = train.TrainConfig(out_dir=str(tmp_path), text_pretrain_steps=100, text_pretrain_batch=32,
-                               precision="fp32", dit_lr=3e-3)
+                               precision="fp32")  # the default --text-pretrain-lr
     torch.manual_seed(0)
     accuracy = train.pretrain_text_encoder(TextEncoder(text_config), world, text_config, config, torch.device("cpu"))
     _, labels = train.caption_attributes(data.MovingDigits(world, "val"), 0, 512, 1)  # (512, 1, 4)
@@ -151,6 +151,21 @@ def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path):
         margin = {"digit": -1.0, "direction": 0.05}.get(name, 0.1)
         assert acc > most_common + margin, (name, acc, most_common.item())
     assert "text encoder pretrained" in open(tmp_path / "log.txt").read()
+
+
+def test_a_frozen_text_encoder_stays_as_pretrained_and_a_resume_keeps_the_choice(tmp_path, trained):
+    """--freeze-text-encoder: after its pretraining the text encoder never changes while the DiT trains (it equals
+    its EMA copy, which started from it and would lag any change), the optimizer holds the DiT's weights alone, and
+    a resume with the other choice is refused. Without the flag the encoder moves (the `trained` fixture's run)."""
+    out_dir = str(tmp_path)
+    train.main(TINY + ["--out-dir", out_dir, "--steps", "3", "--freeze-text-encoder"])
+    frozen, moving = (torch.load(f"{d}/dit.pt", weights_only=True) for d in (out_dir, trained))
+    same_as_ema = lambda c: [torch.equal(w, c["ema"]["text_encoder"][k]) for k, w in c["model"]["text_encoder"].items()]
+    assert all(same_as_ema(frozen)) and not all(same_as_ema(moving))
+    dit_weights = len(list(train.DiT(train.DiTConfig(**frozen["config"]["dit"])).parameters()))
+    assert [len(c["optimizer"]["param_groups"][0]["params"]) == dit_weights for c in (frozen, moving)] == [True, False]
+    with pytest.raises(ValueError, match="trained with --freeze-text-encoder True"):
+        train.main(TINY + ["--out-dir", out_dir, "--stage", "dit", "--dit-steps", "4", "--resume"])
 
 
 def test_caption_dropout_rate_and_reproducibility():
