@@ -4,15 +4,15 @@ Stage `vae`: a causal 3D conv VAE (vae.py) learns to compress moving-digit clips
 mixing 1-frame images with videos as Sora trains one model on both; then its latent scale is measured and its
 reconstruction PSNR reported on clips it never saw.
 Stage `dit`: with the VAE frozen, a DiT (dit.py) over spacetime latent patches and a char-level text encoder
-(text_encoder.py) learn, jointly and from scratch, to turn noise into the latent of the captioned clip
+(text_encoder.py, pretrained first; see below) learn together to turn noise into the latent of the captioned clip
 (rectified flow, diffusion.py); at the end a grid of samples for fixed prompts is written.
 
-Text pretraining (--text-pretrain-steps). Sora reads prompts with a pretrained language model; ours starts from
+Text pretraining (--text-pretrain-steps). Large models read prompts with a pretrained language model; ours starts from
 nothing, and through the denoising loss alone it takes the DiT thousands of steps to find the word or character that
 names the digit. So the stage first spends about half a minute teaching the text encoder what each caption states:
 a linear layer reads the digit, direction, speed and bounce from the pooled caption, trained on the grammar's own
 labels, then is thrown away (--text-pretrain-steps, --text-pretrain-batch, --text-pretrain-lr). The text encoder
-then trains on with the DiT, or, with --freeze-text-encoder, stays as pretrained, as Sora's language model does.
+then trains on with the DiT, or, with --freeze-text-encoder, stays as pretrained, as SD3's T5 does.
 
 The motion target (--motion-scale, after VideoJAM: Chefer et al., "VideoJAM: Joint Appearance-Motion
 Representations for Enhanced Motion Generation in Video Models", arXiv:2502.02492). Denoising pixels alone teaches
@@ -114,11 +114,11 @@ class TrainConfig:
     # (text_pretrain_batch counts captions per rank), and DDP then starts all from rank 0's.
     text_pretrain_steps: int = 0
     text_pretrain_batch: int = 64
-    # its AdamW's peak rate, warmed up over the first 5% of the steps, then cosine to 10% (as the stages' own): a
+    # its AdamW's peak rate, warmed up over the first 5% of the steps, then cosine to 10% (as the stages decay): a
     # short run wants a high rate that settles at the end (EXPERIMENTS.md, "Pretraining the text encoder")
     text_pretrain_lr: float = 1e-2
-    # after pretraining, keep the text encoder fixed while the DiT trains, as Sora and SD3 keep their pretrained
-    # language models: no backward pass through it and no optimizer state for it
+    # after pretraining, keep the text encoder fixed while the DiT trains, as SD3 keeps its pretrained T5
+    # (arXiv:2403.03206): no backward pass through it and no optimizer state for it
     freeze_text_encoder: bool = False
     latent_cache: int = 0  # > 0: encode this many clips once and train on them; 0: encode fresh clips every step
     # native sizes (buckets.py): "FxHxW,..." trains both stages on clips of each size, one size per batch, e.g.
@@ -164,6 +164,9 @@ class TrainConfig:
         unused = [flag for flag, used in (("--bucket-weights", self.bucket_weights.strip()),
                                           ("--bucket-multiple", self.bucket_multiple != 1),
                                           ("--square-crops", self.square_crops)) if used]
+        if self.freeze_text_encoder and not self.text_pretrain_steps:
+            raise ValueError("--freeze-text-encoder needs --text-pretrain-steps > 0: frozen at its random start, the "
+                             "text encoder would read little of the caption")
         if unused and not sizes:
             raise ValueError(f"{unused[0]} needs --buckets (the sizes to train at): it does nothing without them")
         weights = buckets.parse_weights(self.bucket_weights, len(sizes)) if sizes else []
@@ -933,7 +936,7 @@ def attribute_logits(probe, pooled, slots):
 def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     """Teach the text encoder what the captions say before the DiT learns to read it: --text-pretrain-steps of
     predicting every digit's attributes (digit, direction, speed, bounce; data.caption_labels) from the pooled
-    caption, through one linear layer that is then thrown away. Sora reads prompts with a pretrained language
+    caption, through one linear layer that is then thrown away. Large models read prompts with a pretrained language
     model, so its DiT starts from text features that already mean something; our text encoder starts from
     nothing, and learning to find the word or character that names the digit, only through the denoising loss,
     took the DiT thousands of steps (EXPERIMENTS.md, "Pretraining the text encoder"). Captions come from the
@@ -948,7 +951,7 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     text_encoder.train()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train.text_pretrain_lr, steps // 20, steps)
+            group["lr"] = lr_at(step, train.text_pretrain_lr, steps // 20, steps)  # (none under 40 steps)
         captions, labels = caption_attributes(train_set, step * batch_size, batch_size, slots)  # labels (B, slots, 4)
         ids, mask = caption_tokens(captions, text_config, train, device)
         with autocast(device, train.precision):
@@ -1051,8 +1054,8 @@ def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
     text_params = sum(p.numel() for p in text_encoder.parameters())
     return tokens_per_clip, (f"stage dit on {device}{precision_note(device, train.precision)}: "
-                             f"DiT {dit.num_params() / 1e6:.2f}M + text encoder "
-                             f"{text_params / 1e6:.2f}M parameters, latent {latent_shape}, {tokens_per_clip} tokens "
+                             f"DiT {dit.num_params() / 1e6:.2f}M + text encoder {text_params / 1e6:.2f}M"
+                             f"{' (frozen)' if train.freeze_text_encoder else ''} parameters, latent {latent_shape}, {tokens_per_clip} tokens "
                              f"per clip, {steps} steps of {train.dit_batch_size} clips" + ranks_note())
 
 

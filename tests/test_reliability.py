@@ -180,6 +180,7 @@ TRAIN_CASES = [
     (["--vae-lr", "-1"], "--vae-lr must be > 0"),
     (["--dit-lr", "nan"], "--dit-lr must be > 0"),
     (["--text-pretrain-lr", "0"], "--text-pretrain-lr must be > 0"),
+    (["--freeze-text-encoder", "--text-pretrain-steps", "0"], "--freeze-text-encoder needs --text-pretrain-steps > 0"),
     (["--ema-decay", "2"], r"--ema-decay must be in \[0, 1\)"),
     (["--caption-dropout", "1.5"], r"--caption-dropout must be in \[0, 1\)"),
     (["--given-prob", "-0.1"], r"--given-prob must be in \[0, 1\]"),

@@ -133,7 +133,7 @@ def test_helpers_match_their_formulas():
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
 
 
-def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path):
+def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path, monkeypatch):
     """pretrain_text_encoder: after 100 steps the pooled caption tells the speed and bounce of `val` captions far
     better than the most common class of each does (what a caption-blind guess gets), and the direction (nine
     classes, many-word phrases) clearly better. The digit, a word or character to find among fifty, takes a few
@@ -143,8 +143,11 @@ def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path):
     text_config = TextEncoderConfig(dim=32, depth=1, heads=2)
     config = train.TrainConfig(out_dir=str(tmp_path), text_pretrain_steps=100, text_pretrain_batch=32,
                                precision="fp32")  # the default --text-pretrain-lr
+    rates = []  # the rate of every step: --text-pretrain-lr, warmed up over 5 steps, then cosine to 10%
+    monkeypatch.setattr(train, "lr_at", lambda *args: rates.append(args) or common.lr_at(*args))
     torch.manual_seed(0)
     accuracy = train.pretrain_text_encoder(TextEncoder(text_config), world, text_config, config, torch.device("cpu"))
+    assert rates == [(step, 1e-2, 5, 100) for step in range(100)]
     _, labels = train.caption_attributes(data.MovingDigits(world, "val"), 0, 512, 1)  # (512, 1, 4)
     for (name, acc), label in zip(accuracy.items(), labels[:, 0].unbind(-1)):
         most_common = torch.bincount(label[label != data.NO_LABEL]).max() / (label != data.NO_LABEL).sum()
@@ -162,6 +165,10 @@ def test_a_frozen_text_encoder_stays_as_pretrained_and_a_resume_keeps_the_choice
     frozen, moving = (torch.load(f"{d}/dit.pt", weights_only=True) for d in (out_dir, trained))
     same_as_ema = lambda c: [torch.equal(w, c["ema"]["text_encoder"][k]) for k, w in c["model"]["text_encoder"].items()]
     assert all(same_as_ema(frozen)) and not all(same_as_ema(moving))
+    torch.manual_seed(0)  # the encoder's initial weights (dit_models seeds, then builds it first): pretraining moved it
+    initial = TextEncoder(TextEncoderConfig(**frozen["config"]["text"])).state_dict()
+    assert not all(torch.equal(w, initial[k]) for k, w in frozen["model"]["text_encoder"].items())
+    assert "M (frozen) parameters" in open(f"{out_dir}/log.txt").read()
     dit_weights = len(list(train.DiT(train.DiTConfig(**frozen["config"]["dit"])).parameters()))
     assert [len(c["optimizer"]["param_groups"][0]["params"]) == dit_weights for c in (frozen, moving)] == [True, False]
     with pytest.raises(ValueError, match="trained with --freeze-text-encoder True"):
