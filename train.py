@@ -981,6 +981,16 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     return accuracy
 
 
+def ready_text_encoder(text_encoder, ema_text_encoder, fresh, world, text_config, train, device):
+    """A fresh run pretrains the text encoder (--text-pretrain-steps) and its EMA copy starts from the result, so
+    samples read the pretrained encoder too. With --freeze-text-encoder it then stays as it is, resumed or not: no
+    gradient reaches it (no backward pass through it), and its EMA copy stays equal to it."""
+    if fresh and train.text_pretrain_steps:
+        pretrain_text_encoder(text_encoder, world, text_config, train, device)
+        ema_text_encoder.load_state_dict(text_encoder.state_dict())
+    text_encoder.requires_grad_(not train.freeze_text_encoder)
+
+
 def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer, train):
     """Put a dit.pt's weights, EMA weights and optimizer state back; returns its step (0 for no checkpoint).
     Raises ValueError if it was trained with the other --freeze-text-encoder (its optimizer holds other weights)."""
@@ -1077,11 +1087,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     ema_models = Models(vae, ema_text_encoder, ema_dit)  # what the samples are drawn from
     params = list(dit.parameters()) + list(text_encoder.parameters())
     start_step = load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder, optimizer, train)
-    if checkpoint is None and train.text_pretrain_steps:  # a fresh run: the EMA copy starts from the result too
-        pretrain_text_encoder(text_encoder, world, text_config, train, device)
-        ema_text_encoder.load_state_dict(text_encoder.state_dict())
-    if train.freeze_text_encoder:  # from here on: no gradient reaches it, and its EMA copy stays equal to it
-        text_encoder.requires_grad_(False)
+    ready_text_encoder(text_encoder, ema_text_encoder, checkpoint is None, world, text_config, train, device)
     tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
     tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
