@@ -350,6 +350,13 @@ def data_parallel(module, device):
 # Small helpers
 
 
+def adamw(params, device, **hyperparameters):
+    """torch.optim.AdamW, its fused kernel on the CPU and CUDA: one pass over all the weights, not a loop of small
+    operations per tensor (the cpu preset's VAE step 6% faster, its DiT step the same within the noise:
+    EXPERIMENTS.md, "Where the step's time goes"); the same update, rounded in another order."""
+    return torch.optim.AdamW(params, fused=device.type in ("cpu", "cuda"), **hyperparameters)
+
+
 @torch.no_grad()
 def update_ema(ema_model, model, decay):
     for ema_param, param in zip(ema_model.parameters(), model.parameters()):
@@ -619,7 +626,7 @@ def vae_model(train, world, vae_config, checkpoint, device):
     torch.manual_seed(train.seed)
     vae = VideoVAE(vae_config).to(device)
     vae.check_video_shape(world.frames, world.height, world.width)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=train.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    optimizer = adamw(vae.parameters(), device, lr=train.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
     if checkpoint is None:
         return vae, optimizer, 0
     vae.load_state_dict(checkpoint["model"])
@@ -915,7 +922,7 @@ def dit_models(text_config, dit_config, train, device):
     ema_text_encoder = copy.deepcopy(text_encoder).requires_grad_(False).eval()
     ema_dit = copy.deepcopy(dit).requires_grad_(False).eval()
     params = list(dit.parameters()) + ([] if train.freeze_text_encoder else list(text_encoder.parameters()))
-    optimizer = torch.optim.AdamW(params, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
+    optimizer = adamw(params, device, lr=train.dit_lr, betas=(0.9, 0.99), weight_decay=train.dit_weight_decay)
     return text_encoder, dit, ema_text_encoder, ema_dit, optimizer
 
 
@@ -947,7 +954,7 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     train_set, val_set = (data.MovingDigits(world, split, seed=train.seed) for split in ("train", "val"))
     started = time.perf_counter()  # (after the glyphs are drawn: the whole run draws them once, for every stage)
     probe = torch.nn.Linear(text_config.dim, slots * sum(data.ATTRIBUTES.values())).to(device)  # every slot's logits
-    optimizer = torch.optim.AdamW(list(text_encoder.parameters()) + list(probe.parameters()))
+    optimizer = adamw(list(text_encoder.parameters()) + list(probe.parameters()), device)
     text_encoder.train()
     for step in range(steps):
         for group in optimizer.param_groups:

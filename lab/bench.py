@@ -106,8 +106,7 @@ def training_captions(world, clips, seed=0):
 def vae_step(configs, device):
     """A VAE training step at the preset's shapes: a batch of videos, forward, backward and optimizer."""
     train_config, world = configs["train"], configs["world"]
-    vae = VideoVAE(configs["vae"]).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=train_config.vae_lr)
+    vae, optimizer, _ = train.vae_model(train_config, world, configs["vae"], None, device)  # as stage vae builds them
     shape = (train_config.vae_batch_size, 1, world.frames, world.height, world.width)  # (B, 1, F, H, W)
     video = torch.rand(shape, device=device) * 2 - 1
     loss_fn = torch.compile(vae.loss) if train_config.compile and device != META else vae.loss

@@ -133,6 +133,28 @@ def test_helpers_match_their_formulas():
     assert math.isfinite(train.PEAK_BF16_FLOPS["H100"])
 
 
+def test_the_fused_adamw_takes_the_loops_steps():
+    """train.adamw picks PyTorch's fused kernel on the CPU; three steps of it move the weights as the plain
+    per-tensor loop does (to rounding), weight decay included."""
+    torch.manual_seed(0)
+    fused_model, loop_model = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+    loop_model.load_state_dict(fused_model.state_dict())
+    start = fused_model.weight.detach().clone()
+    settings = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1)
+    fused = train.adamw(fused_model.parameters(), torch.device("cpu"), **settings)
+    loop = torch.optim.AdamW(loop_model.parameters(), foreach=False, **settings)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    for _ in range(3):
+        x = torch.randn(16, 8)
+        for model, optimizer in ((fused_model, fused), (loop_model, loop)):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    assert not torch.allclose(fused_model.weight, start)  # the steps moved it
+    for p, q in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(p, q)
+
+
 def test_text_pretraining_teaches_the_pooled_caption_what_it_says(tmp_path, monkeypatch):
     """pretrain_text_encoder: after 100 steps the pooled caption tells the speed and bounce of `val` captions far
     better than the most common class of each does (what a caption-blind guess gets), and the direction (nine
