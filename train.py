@@ -1070,10 +1070,11 @@ def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
     text_params = sum(p.numel() for p in text_encoder.parameters())
+    frozen = " (frozen)" if train.freeze_text_encoder else ""
     return tokens_per_clip, (f"stage dit on {device}{precision_note(device, train.precision)}: "
-                             f"DiT {dit.num_params() / 1e6:.2f}M + text encoder {text_params / 1e6:.2f}M"
-                             f"{' (frozen)' if train.freeze_text_encoder else ''} parameters, latent {latent_shape}, {tokens_per_clip} tokens "
-                             f"per clip, {steps} steps of {train.dit_batch_size} clips" + ranks_note())
+                             f"DiT {dit.num_params() / 1e6:.2f}M + text encoder {text_params / 1e6:.2f}M{frozen} "
+                             f"parameters, latent {latent_shape}, {tokens_per_clip} tokens per clip, {steps} steps of "
+                             f"{train.dit_batch_size} clips" + ranks_note())
 
 
 def train_dit(train, world, vae_config, dit_config, text_config, diffusion_config, device):
@@ -1123,6 +1124,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     # ---- the loop
     dit.train(), text_encoder.train(not train.freeze_text_encoder)  # a frozen encoder reads as in sampling
+    # the EMA copies of what trains (a frozen encoder's copy equals it already: averaging it would cost work a step)
+    averaged = [(ema_dit, dit)] + ([] if train.freeze_text_encoder else [(ema_text_encoder, text_encoder)])
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
                      disable=not RANKS.main):
@@ -1139,7 +1142,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
         optimizer.step()
-        for ema_model, model in ((ema_dit, dit), (ema_text_encoder, text_encoder)):
+        for ema_model, model in averaged:
             update_ema(ema_model, model, ema_decay_at(step, train.ema_decay))
         loss_by_t.add(t, per_sample_loss)
         window.add([loss.detach(), grad_norm], tokens=patch_count(latents, dit_config) * RANKS.size,

@@ -158,8 +158,10 @@ def dit_step(configs, device):
     c, f, h, w = latent_shape(configs)
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     motion = dit_config.latent_channels - c
-    text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, device)
-    text_encoder.requires_grad_(not train_config.freeze_text_encoder)  # as train_dit does after pretraining
+    text_encoder, dit, ema_text_encoder, _, optimizer = train.dit_models(configs["text"], dit_config, train_config,
+                                                                         device)
+    # as train_dit readies it, less the pretraining (its result does not change the step's cost)
+    train.ready_text_encoder(text_encoder, ema_text_encoder, False, world, configs["text"], train_config, device)
     params = list(dit.parameters()) + list(text_encoder.parameters())
     B = train_config.dit_batch_size
     captions = training_captions(world, B, train_config.seed)
