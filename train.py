@@ -109,6 +109,9 @@ class TrainConfig:
     # how much the motion channels' mean squared error counts against the video channels' (1); 0.5 weighs all
     # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
     motion_weight: float = 0.5
+    # >= 0: the motion weight falls linearly from --motion-weight at the first DiT step to this at the last, so the
+    # motion (learned first, at high noise) is taught early and the digit's shape gets the late steps; < 0: constant
+    motion_weight_end: float = -1.0
     # text pretraining (pretrain_text_encoder): > 0 trains the text encoder this many steps, before the DiT, to read
     # each digit's attributes from the caption; 0 = off. Every rank runs the same pretraining on the same captions
     # (text_pretrain_batch counts captions per rank), and DDP then starts all from rank 0's.
@@ -150,6 +153,8 @@ class TrainConfig:
             for name in names:
                 if not holds(getattr(self, name)):  # NaN fails every comparison, so it is refused too
                     raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
+        if self.motion_weight_end >= 0 and self.motion_scale == 0:
+            raise ValueError("--motion-weight-end needs --motion-scale > 0 (the motion target it weighs)")
         self.check_buckets()
 
     def check_buckets(self):
@@ -868,6 +873,15 @@ def loss_channel_weights(latent_channels, motion_channels, motion_weight):
     return torch.tensor([1 / latent_channels] * latent_channels + [motion_weight / motion_channels] * motion_channels)
 
 
+def motion_weight_at(step, train, steps):
+    """The motion channels' loss weight at DiT step `step` of `steps`: --motion-weight, or with
+    --motion-weight-end >= 0 a straight line from it (step 0) to that (the last step)."""
+    if train.motion_weight_end < 0:
+        return train.motion_weight
+    progress = step / max(steps - 1, 1)  # 0 at the first step, 1 at the last
+    return train.motion_weight + (train.motion_weight_end - train.motion_weight) * progress
+
+
 def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0):
     """What the rectified-flow loss needs: the clean latents (B, c, f, h, w), the captions, some replaced by ""
     (--caption-dropout: the unconditional model classifier-free guidance needs), timesteps t, (B,) one per clip or
@@ -1102,7 +1116,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
     weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
-    objective = data_parallel(VelocityLoss(text_encoder, dit, weights).to(device), device)
+    velocity_loss = VelocityLoss(text_encoder, dit, weights).to(device)
+    objective = data_parallel(velocity_loss, device)
     loss_fn = torch.compile(objective) if train.compile else objective
     started = time.perf_counter()
     source = LatentSource(vae, plan, train, start_step, device)
@@ -1131,6 +1146,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                      disable=not RANKS.main):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
+        if motion_channels and train.motion_weight_end >= 0:  # in place: a compiled graph reads the same buffer
+            weights = loss_channel_weights(vae.config.latent_channels, motion_channels,
+                                           motion_weight_at(step, train, steps))
+            velocity_loss.channel_weights.copy_(weights)
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions: this rank's clips
         latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
                                                                    generator, motion_channels)

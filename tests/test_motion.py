@@ -94,6 +94,31 @@ def test_motion_weight_is_the_motion_channels_share_against_the_video_channels()
     assert (mse * weights).sum() / weights.sum() == pytest.approx((1.0 + 0.25 * 4.0) / 1.25)
 
 
+def test_the_motion_weight_falls_linearly_to_its_end_weight():
+    steps = 5
+    constant = train.TrainConfig(motion_scale=3, motion_weight=2.0)
+    assert [train.motion_weight_at(s, constant, steps) for s in range(steps)] == [2.0] * steps
+    falling = train.TrainConfig(motion_scale=3, motion_weight=2.0, motion_weight_end=0.0)
+    assert [train.motion_weight_at(s, falling, steps) for s in range(steps)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="--motion-weight-end needs --motion-scale"):
+        train.TrainConfig(motion_weight_end=0.0)
+
+
+def test_a_falling_motion_weight_changes_training_only_after_the_first_step(tmp_path):
+    """Three 2-step runs: an end weight equal to the start trains exactly as a constant weight; an end of 0 (the
+    second step's weight) trains otherwise, so the loop reads the schedule every step."""
+    weights = {}
+    for name, flags in (("constant", []), ("same end", ["--motion-weight-end", "1"]),
+                        ("falling", ["--motion-weight-end", "0"])):
+        out_dir = str(tmp_path / name.replace(" ", "_"))
+        train.main(TINY + ["--out-dir", out_dir, "--steps", "2", "--motion-scale", "3", "--motion-weight", "1",
+                           "--eval-clips", "0"] + flags)
+        weights[name] = torch.load(f"{out_dir}/dit.pt", weights_only=False)["model"]["dit"]
+    for key, value in weights["constant"].items():
+        torch.testing.assert_close(weights["same end"][key], value, rtol=0, atol=0)
+    assert any(not torch.equal(weights["falling"][k], v) for k, v in weights["constant"].items())
+
+
 def test_a_run_with_the_motion_target_trains_samples_and_prompts(tmp_path):
     out_dir = str(tmp_path)
     train.main(TINY + ["--out-dir", out_dir, "--steps", "2", "--motion-scale", "3", "--given-prob", "0.5"])
