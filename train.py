@@ -110,7 +110,8 @@ class TrainConfig:
     # 4 + 2 channels alike. Less lets the digit's shape be learned sooner while the motion still teaches direction.
     motion_weight: float = 0.5
     # >= 0: the motion weight falls linearly from --motion-weight at the first DiT step to this at the last, so the
-    # motion (learned first, at high noise) is taught early and the digit's shape gets the late steps; < 0: constant
+    # early steps teach the motion and the late ones the digit's shape; < 0: constant. Like the learning rate's
+    # schedule it spans --dit-steps: resuming with more steps redraws the line over the new total
     motion_weight_end: float = -1.0
     # text pretraining (pretrain_text_encoder): > 0 trains the text encoder this many steps, before the DiT, to read
     # each digit's attributes from the caption; 0 = off. Every rank runs the same pretraining on the same captions
@@ -153,6 +154,8 @@ class TrainConfig:
             for name in names:
                 if not holds(getattr(self, name)):  # NaN fails every comparison, so it is refused too
                     raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
+        if not math.isfinite(self.motion_weight_end):
+            raise ValueError(f"--motion-weight-end must be a number (< 0: a constant weight): got {self.motion_weight_end}")
         if self.motion_weight_end >= 0 and self.motion_scale == 0:
             raise ValueError("--motion-weight-end needs --motion-scale > 0 (the motion target it weighs)")
         self.check_buckets()
