@@ -365,6 +365,20 @@ def adamw(params, device, **hyperparameters):
     return torch.optim.AdamW(params, fused=device.type in ("cpu", "cuda"), **hyperparameters)
 
 
+def optimizer_step(optimizer, loss, params, grad_clip=None, lr=None):
+    """One update of every training loop here (and of lab/bench.py's timed steps): the gradients of loss, their
+    global norm over params clipped to grad_clip (None: no clipping), the learning rate set to lr (None: kept),
+    then the optimizer's step. Returns the norm before clipping, or None."""
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = None if grad_clip is None else torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return grad_norm
+
+
 @torch.no_grad()
 def update_ema(ema_model, model, decay):
     for ema_param, param in zip(ema_model.parameters(), model.parameters()):
@@ -685,8 +699,6 @@ def train_vae(train, world, vae_config, device):
     window = StepWindow("vae", train, start_step)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="vae", dynamic_ncols=True,
                      disable=not RANKS.main):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train.vae_lr, train.vae_warmup, steps)
         video = next(batches)["video"].to(device, non_blocking=True)  # (B, 1, F, H, W) in [-1, 1], this rank's
         clips = len(video) * RANKS.size  # every rank's, for the log
         if image_steps[step]:
@@ -694,10 +706,8 @@ def train_vae(train, world, vae_config, device):
         noise = posterior_noise(vae, video).to(device, non_blocking=True)  # (B, c, f, h, w)
         with autocast(device, train.precision):
             loss, mse, kl = loss_fn(video, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), train.grad_clip)
-        optimizer.step()
+        lr = lr_at(step, train.vae_lr, train.vae_warmup, steps)
+        grad_norm = optimizer_step(optimizer, loss, vae.parameters(), train.grad_clip, lr)
         window.add([loss.detach(), mse.detach(), kl.detach(), grad_norm], clips=clips)
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
@@ -974,8 +984,6 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
     optimizer = adamw(list(text_encoder.parameters()) + list(probe.parameters()), device)
     text_encoder.train()
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train.text_pretrain_lr, steps // 20, steps)  # (none under 40 steps)
         captions, labels = caption_attributes(train_set, step * batch_size, batch_size, slots)  # labels (B, slots, 4)
         ids, mask = caption_tokens(captions, text_config, train, device)
         with autocast(device, train.precision):
@@ -985,9 +993,8 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
         loss = sum(torch.nn.functional.cross_entropy(logit.float().flatten(0, 1), label.flatten().to(device),
                                                      ignore_index=data.NO_LABEL)
                    for logit, label in zip(logits, labels.unbind(-1)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        # a warm-up of a twentieth of the steps (none under 40 steps)
+        optimizer_step(optimizer, loss, None, lr=lr_at(step, train.text_pretrain_lr, steps // 20, steps))
     text_encoder.zero_grad(set_to_none=True)
     captions, labels = caption_attributes(val_set, 0, 512, slots)
     text_encoder.eval()  # (no dropout while measuring)
@@ -1029,6 +1036,18 @@ def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder
         module.load_state_dict(state)
     optimizer.load_state_dict(checkpoint["optimizer"])
     return checkpoint["step"]
+
+
+def save_dit(path, step, configs, train, trained, optimizer, vae_checkpoint, generator):
+    """Write dit.pt (rank 0): the configs, the weights and EMA weights (trained: two {"dit", "text_encoder"} dicts
+    of modules), the optimizer, the step, every random stream, and a record of the VAE whose latents the DiT
+    learned: sampling refuses to decode with another."""
+    if RANKS.main:
+        weights, ema_weights = ({name: module.state_dict() for name, module in modules.items()} for modules in trained)
+        save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
+                               "model": weights, "ema": ema_weights, "optimizer": optimizer.state_dict(),
+                               "step": step, "metrics": {}, "vae": vae_record(vae_checkpoint),
+                               "rng": rng_state(generator)})
 
 
 def peak_flops(device):
@@ -1128,13 +1147,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
         restore_rng_state(checkpoint.get("rng"), generator)
 
-    def save(step, metrics):  # with a record of its VAE: sampling refuses to decode with another
-        if RANKS.main:
-            save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
-                                   "model": {"dit": dit.state_dict(), "text_encoder": text_encoder.state_dict()},
-                                   "ema": {"dit": ema_dit.state_dict(), "text_encoder": ema_text_encoder.state_dict()},
-                                   "optimizer": optimizer.state_dict(), "step": step, "metrics": metrics,
-                                   "vae": vae_record(vae_checkpoint), "rng": rng_state(generator)})
+    trained = {"dit": dit, "text_encoder": text_encoder}, {"dit": ema_dit, "text_encoder": ema_text_encoder}
+    save = lambda step: save_dit(path, step, configs, train, trained, optimizer, vae_checkpoint, generator)
 
     # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate;
     # with buckets approximate too: attention's share of a token's FLOPs differs a little from bucket to bucket)
@@ -1147,12 +1161,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
                      disable=not RANKS.main):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train.dit_lr, train.dit_warmup, steps)
         if motion_channels and train.motion_weight_end >= 0:  # in place: a compiled graph reads the same buffer
-            weights = loss_channel_weights(vae.config.latent_channels, motion_channels,
-                                           motion_weight_at(step, train, steps))
-            velocity_loss.channel_weights.copy_(weights)
+            velocity_loss.channel_weights.copy_(loss_channel_weights(
+                vae.config.latent_channels, motion_channels, motion_weight_at(step, train, steps)))
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions: this rank's clips
         latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
                                                                    generator, motion_channels)
@@ -1160,10 +1171,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
         with autocast(device, train.precision):
             per_sample_loss = loss_fn(latents, t, noise, ids, mask, frame_mask)  # (B,)
         loss = per_sample_loss.mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, train.grad_clip)
-        optimizer.step()
+        lr = lr_at(step, train.dit_lr, train.dit_warmup, steps)
+        grad_norm = optimizer_step(optimizer, loss, params, train.grad_clip, lr)
         for ema_model, model in averaged:
             update_ema(ema_model, model, ema_decay_at(step, train.ema_decay))
         loss_by_t.add(t, per_sample_loss)
@@ -1178,10 +1187,10 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
             write_samples(ema_models, world, diffusion_config, os.path.join(out_dir, f"samples_{step + 1:06d}.gif"))
         if (step + 1) % train.ckpt_every == 0 and step + 1 < steps:
             window.check(params)
-            save(step + 1, {})
+            save(step + 1)
 
     window.check(params)
-    save(steps, {})
+    save(steps)
     log(out_dir, f"dit done in {(time.perf_counter() - started) / 60:.1f} min: saved {path}; "
                  + write_final_samples(ema_models, world, plan, diffusion_config, out_dir))
 

@@ -114,10 +114,7 @@ def vae_step(configs, device):
     def step():
         with common.autocast(device, configs["train"].precision):
             loss = loss_fn(video, check_values=False)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), train_config.grad_clip)
-        optimizer.step()
+        train.optimizer_step(optimizer, loss, vae.parameters(), train_config.grad_clip)
 
     return step
 
@@ -177,10 +174,7 @@ def dit_step(configs, device):
                                                              generator, motion)
         with common.autocast(device, configs["train"].precision):
             loss = loss_fn(x0, t, noise, ids, mask, frame_mask).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, train_config.grad_clip)
-        optimizer.step()
+        train.optimizer_step(optimizer, loss, params, train_config.grad_clip)
 
     return step
 

@@ -241,3 +241,17 @@ def test_compiled_step_equals_the_eager_one():
         assert torch.allclose(eager_loss, compiled_loss, rtol=1e-5, atol=1e-6)
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(eager_grads, compiled_grads))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # compiled once, not once per batch
+
+
+def test_optimizer_step_sets_the_rate_clips_the_gradient_and_steps():
+    """train.optimizer_step, which every training loop and lab/bench.py's timed steps share: on a loss whose
+    gradient is (3, 4) (norm 5), clipping to 1 and a rate of 0.5 move the weights by 0.5 x (0.6, 0.8)."""
+    weights = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    optimizer = torch.optim.SGD([weights], lr=1.0)
+    norm = train.optimizer_step(optimizer, (weights * torch.tensor([3.0, 4.0])).sum(), [weights], 1.0, lr=0.5)
+    assert norm.item() == pytest.approx(5.0)
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    assert weights.detach().tolist() == pytest.approx([2.7, 3.6])
+    # no clipping: the full gradient, at the rate already set
+    assert train.optimizer_step(optimizer, (weights * torch.tensor([3.0, 4.0])).sum(), [weights]) is None
+    assert weights.detach().tolist() == pytest.approx([2.7 - 1.5, 3.6 - 2.0])
