@@ -365,10 +365,11 @@ def adamw(params, device, **hyperparameters):
     return torch.optim.AdamW(params, fused=device.type in ("cpu", "cuda"), **hyperparameters)
 
 
-def optimizer_step(optimizer, loss, params, grad_clip=None, lr=None):
-    """One update of every training loop here (and of lab/bench.py's timed steps): the gradients of loss, their
-    global norm over params clipped to grad_clip (None: no clipping), the learning rate set to lr (None: kept),
-    then the optimizer's step. Returns the norm before clipping, or None."""
+def optimizer_step(optimizer, loss, params=None, grad_clip=None, lr=None):
+    """One update of every training loop here (and of lab/bench.py's timed steps), in this order: the learning rate
+    set to lr (None: kept), the gradients zeroed and computed from loss (so none accumulate across calls), their
+    global norm over params clipped to grad_clip (None: no clipping, and params is not read), the optimizer's step.
+    Returns the norm before clipping, or None."""
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -713,7 +714,7 @@ def train_vae(train, world, vae_config, device):
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
             (loss_mean, mse_mean, kl_mean, grad_mean), elapsed, n, _, clips_done = window.read()
             log(train.out_dir, f"vae step {step + 1:6d} | loss {loss_mean:.5f} | kl {kl_mean:.3f} | psnr "
-                               f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {optimizer.param_groups[0]['lr']:.2e}"
+                               f"{psnr(mse_mean):5.2f} dB | grad {grad_mean:.3f} | lr {lr:.2e}"
                                f" | {1000 * elapsed / n:.0f} ms/step | {clips_done / elapsed:.1f} clips/s")
         if (step + 1) % train.sample_every == 0 and RANKS.main:
             write_reconstructions(vae, world, device, os.path.join(train.out_dir, "vae_recon.gif"))
@@ -994,7 +995,7 @@ def pretrain_text_encoder(text_encoder, world, text_config, train, device):
                                                      ignore_index=data.NO_LABEL)
                    for logit, label in zip(logits, labels.unbind(-1)))
         # a warm-up of a twentieth of the steps (none under 40 steps)
-        optimizer_step(optimizer, loss, None, lr=lr_at(step, train.text_pretrain_lr, steps // 20, steps))
+        optimizer_step(optimizer, loss, lr=lr_at(step, train.text_pretrain_lr, steps // 20, steps))
     text_encoder.zero_grad(set_to_none=True)
     captions, labels = caption_attributes(val_set, 0, 512, slots)
     text_encoder.eval()  # (no dropout while measuring)
@@ -1038,16 +1039,16 @@ def load_dit_checkpoint(checkpoint, dit, text_encoder, ema_dit, ema_text_encoder
     return checkpoint["step"]
 
 
-def save_dit(path, step, configs, train, trained, optimizer, vae_checkpoint, generator):
-    """Write dit.pt (rank 0): the configs, the weights and EMA weights (trained: two {"dit", "text_encoder"} dicts
-    of modules), the optimizer, the step, every random stream, and a record of the VAE whose latents the DiT
-    learned: sampling refuses to decode with another."""
+def save_dit(path, step, configs, train, modules, optimizer, vae_checkpoint, generator):
+    """Write dit.pt (rank 0): the configs, the weights of modules ({"model": {"dit": ..., "text_encoder": ...},
+    "ema": the same for the EMA copies}), the optimizer, the step, every random stream, and a record of the VAE
+    whose latents the DiT learned: sampling refuses to decode with another."""
     if RANKS.main:
-        weights, ema_weights = ({name: module.state_dict() for name, module in modules.items()} for modules in trained)
+        weights = {kind: {name: module.state_dict() for name, module in group.items()}
+                   for kind, group in modules.items()}  # {"model": {"dit": state, ...}, "ema": {...}}
         save_checkpoint(path, {"config": {name: asdict(c) for name, c in configs.items()} | {"train": asdict(train)},
-                               "model": weights, "ema": ema_weights, "optimizer": optimizer.state_dict(),
-                               "step": step, "metrics": {}, "vae": vae_record(vae_checkpoint),
-                               "rng": rng_state(generator)})
+                               **weights, "optimizer": optimizer.state_dict(), "step": step, "metrics": {},
+                               "vae": vae_record(vae_checkpoint), "rng": rng_state(generator)})
 
 
 def peak_flops(device):
@@ -1147,8 +1148,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     if checkpoint is not None:  # after the cache and the loader: the streams go on from the checkpoint
         restore_rng_state(checkpoint.get("rng"), generator)
 
-    trained = {"dit": dit, "text_encoder": text_encoder}, {"dit": ema_dit, "text_encoder": ema_text_encoder}
-    save = lambda step: save_dit(path, step, configs, train, trained, optimizer, vae_checkpoint, generator)
+    modules = {"model": {"dit": dit, "text_encoder": text_encoder},
+               "ema": {"dit": ema_dit, "text_encoder": ema_text_encoder}}
+
+    def save(step):
+        save_dit(path, step, configs, train, modules, optimizer, vae_checkpoint, generator)
 
     # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate;
     # with buckets approximate too: attention's share of a token's FLOPs differs a little from bucket to bucket)
@@ -1180,7 +1184,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
                    clips=len(latents) * RANKS.size)  # every rank's
 
         if (step + 1) % train.log_every == 0 or step + 1 == steps:
-            log(out_dir, dit_log_line(step + 1, window, optimizer.param_groups[0]["lr"], flops_per_token, device))
+            log(out_dir, dit_log_line(step + 1, window, lr, flops_per_token, device))
         if (step + 1) % train.bin_every == 0 or step + 1 == steps:
             loss_by_t.log(out_dir)
         if (step + 1) % train.sample_every == 0 and step + 1 < steps and RANKS.main:
