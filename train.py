@@ -1102,13 +1102,16 @@ def patch_count(latents, dit_config):
 
 
 def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
-    """(video tokens per clip of the world's size, the log line that opens stage dit: sizes of the models, the
-    latent and the run)."""
+    """(a training step's FLOPs per video token, for the log's MFU; the log line that opens stage dit: sizes of the
+    models, the latent and the run)."""
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
+    # A training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate; with
+    # buckets approximate too: attention's share of a token's FLOPs differs a little from bucket to bucket).
+    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
     text_params = sum(p.numel() for p in text_encoder.parameters())
     frozen = " (frozen)" if train.freeze_text_encoder else ""
-    return tokens_per_clip, (f"stage dit on {device}{precision_note(device, train.precision)}: "
+    return flops_per_token, (f"stage dit on {device}{precision_note(device, train.precision)}: "
                              f"DiT {dit.num_params() / 1e6:.2f}M + text encoder {text_params / 1e6:.2f}M{frozen} "
                              f"parameters, latent {latent_shape}, {tokens_per_clip} tokens per clip, {steps} steps of "
                              f"{train.dit_batch_size} clips" + ranks_note())
@@ -1135,7 +1138,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     ready_text_encoder(text_encoder, ema_text_encoder, checkpoint is None, world, text_config, train, device)
     tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
-    tokens_per_clip, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
+    flops_per_token, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
     weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
@@ -1153,10 +1156,6 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
 
     def save(step):
         save_dit(path, step, configs, train, modules, optimizer, vae_checkpoint, generator)
-
-    # MFU: a training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate;
-    # with buckets approximate too: attention's share of a token's FLOPs differs a little from bucket to bucket)
-    flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
 
     # ---- the loop
     dit.train(), text_encoder.train(not train.freeze_text_encoder)  # a frozen encoder reads as in sampling
