@@ -174,7 +174,7 @@ def guided_velocity(velocity_fn, x_t, t, guidance_scale):
 
 @torch.no_grad()
 def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_latents=None, given_frames=None,
-           t_start=1.0):
+           t_start=1.0, temporal_patch=1):
     """Integrate d x / d t = v from t = t_start down to t = 0 with `steps` Euler steps; returns x0 (B, c, f, h, w).
 
     noise (B, c, f, h, w): pure noise; or, to edit a video (SDEdit), add_noise(video_latents, noise, t_start)
@@ -186,6 +186,10 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     given_latents (B, c, f, h, w) with given_frames (B, f) bool, True = given: those frames (a first image to
         animate, a video to extend) are held exactly at their clean values and the model is told so with
         t = 0 there, so velocity_fn then gets t of shape (B, f) -- the same form training uses for them.
+    temporal_patch: the pt latent frames one of the model's tokens spans. A token has one timestep, so a given
+        frame that shares its token with a generated one cannot be told clean: it is denoised with its token and,
+        before every step, put back on the straight path at that step's noise level, add_noise(given, noise, t)
+        (the replacement method of RePaint, Lugmayr et al., arXiv:2201.09865), so it ends exactly as given.
     Raises ValueError for steps < 1 or a non-finite guidance scale or shift.
     """
     if steps < 1:
@@ -198,16 +202,18 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     t_grid = shift_timesteps(torch.linspace(u_start, 0, steps + 1, device=noise.device), shift)  # (steps + 1,)
 
     B = noise.shape[0]
-    x, hold = noise, None
+    x, clean = noise, None
     if given_frames is not None:
+        # clean: given frames whose whole token is given, told t = 0; the rest of the given frames are re-noised
+        per_token = given_frames.view(B, -1, temporal_patch).all(dim=2)  # (B, f / pt)
+        clean = per_token.repeat_interleave(temporal_patch, dim=1)  # (B, f)
         hold = given_frames.view(B, 1, -1, 1, 1)  # (B, 1, f, 1, 1), broadcasts over channels and pixels
-        x = torch.where(hold, given_latents, x)
+        put_back = lambda x, t: torch.where(hold, add_noise(given_latents, noise, t), x)  # t (B, f)
     for t_now, t_next in zip(t_grid[:-1], t_grid[1:]):
         t = t_now.repeat(B)  # (B,)
-        if hold is not None:
-            t = torch.where(given_frames, 0.0, t_now)  # (B, f): given frames are clean, t = 0
+        if clean is not None:
+            t = torch.where(clean, 0.0, t_now)  # (B, f): wholly given tokens are clean, t = 0
+            x = put_back(x, t)  # the last step moved the given frames too: put them back
         v = guided_velocity(velocity_fn, x, t, guidance_scale)  # (B, c, f, h, w)
         x = x - (t_now - t_next) * v  # Euler step towards data; t_next < t_now
-        if hold is not None:
-            x = torch.where(hold, given_latents, x)  # the step moved the given frames too: put them back
-    return x
+    return x if clean is None else put_back(x, torch.zeros_like(t))

@@ -82,16 +82,21 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
-def attention(q, k, v, attn_mask=None, dropout_p=0.0):
-    """F.scaled_dot_product_attention on (B, heads, L, head_dim) tensors, in fp32 on the CPU: under bf16 autocast
-    PyTorch's CPU flash-attention kernel runs 5x slower than in fp32 (forward and backward, measured at this
-    model's shapes), while the matrix products around it gain from bf16. On CUDA bf16 is what the kernel is fast at."""
+def attention(q, k, v, attn_mask=None):
+    """softmax(q k^T / sqrt(head_dim)) v over (B, heads, L, head_dim) queries and (B, heads, S, head_dim) keys and
+    values; attn_mask (B, 1, 1, S) bool, True = may be attended. Returns (B, heads, L, head_dim).
+
+    On a GPU, and in fp32, F.scaled_dot_product_attention's fused kernels. On the CPU under bf16 autocast the
+    formula is written out: PyTorch's CPU flash-attention kernel runs 5x slower in bf16 than in fp32, and at the
+    cpu preset's 48 tokens the two bf16 products with the softmax in fp32 run forward and backward in 0.6x the time
+    of that kernel in fp32 (EXPERIMENTS.md, "Attention on the CPU"). The scores are rounded to bf16 too; the result
+    stays within 2^-8 of the exact formula, relative to the largest value (tests/test_precision.py)."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-    with torch.autocast("cpu", enabled=False):
-        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
-                                             dropout_p=dropout_p)
-    return out.to(q.dtype)  # (B, heads, L, head_dim)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # (B, heads, L, S)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return scores.float().softmax(dim=-1).to(v.dtype) @ v  # (B, heads, L, head_dim)
 
 
 class SelfAttention(nn.Module):

@@ -98,7 +98,8 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
         velocity_fn = lambda x, t: dit(x, t, text[:len(x)], mask[:len(x)], pooled[:len(x)])
         latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale,
                          given_latents=given_latents, given_frames=given_frames,
-                         t_start=strength if edit is not None else 1.0)  # (B, c + motion, f, h, w)
+                         t_start=strength if edit is not None else 1.0,
+                         temporal_patch=dit.config.patch_size[0])  # (B, c + motion, f, h, w)
     # The VAE decodes in fp32 even where the DiT ran in bf16: it is run once, and a given frame then comes back
     # exactly as the VAE reconstructs it.
     videos = vae.decode_latents(latents[:, :c].float())

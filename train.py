@@ -887,16 +887,23 @@ def loss_channel_weights(latent_channels, motion_channels, motion_weight):
     return torch.tensor([1 / latent_channels] * latent_channels + [motion_weight / motion_channels] * motion_channels)
 
 
-def motion_weight_at(step, train, steps):
-    """The motion channels' loss weight at DiT step `step` of `steps`: --motion-weight, or with
-    --motion-weight-end >= 0 a straight line from it (step 0) to that (the last step)."""
-    if train.motion_weight_end < 0:
-        return train.motion_weight
-    progress = step / max(steps - 1, 1)  # 0 at the first step, 1 at the last
-    return train.motion_weight + (train.motion_weight_end - train.motion_weight) * progress
+def motion_weights(latent_channels, motion_channels, train, device):
+    """The loss's channel weights on device at the first DiT step and, with --motion-weight-end, at the last
+    (else None): (start (c + motion,), end (c + motion,) or None); start is None without a motion target."""
+    start = loss_channel_weights(latent_channels, motion_channels, train.motion_weight)
+    if not motion_channels or train.motion_weight_end < 0:
+        return start, None
+    return start.to(device), loss_channel_weights(latent_channels, motion_channels, train.motion_weight_end).to(device)
 
 
-def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0):
+def schedule_channel_weights(channel_weights, start, end, step, steps):
+    """Set channel_weights (c + motion,) in place to the straight line from start (step 0) to end (the last of
+    `steps`): the weights of --motion-weight falling to --motion-weight-end. All three live on the device and the
+    progress is a Python float, so no step copies from the host (a copy that would wait for the GPU)."""
+    torch.lerp(start, end, step / max(steps - 1, 1), out=channel_weights)
+
+
+def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0, temporal_patch=1):
     """What the rectified-flow loss needs: the clean latents (B, c, f, h, w), the captions, some replaced by ""
     (--caption-dropout: the unconditional model classifier-free guidance needs), timesteps t, (B,) one per clip or
     (B, f) one per latent frame, the noise (B, c, f, h, w), and frame_mask (B, f), True where a frame is generated
@@ -908,22 +915,28 @@ def objective_inputs(latents, captions, train, diffusion_config, generator, moti
     Two shares of the clips are made harder on purpose. Diffusion Forcing (arXiv:2407.01392, --frame-t-prob): one
     timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion.
     Prompting with images and videos (--given-prob): some latent frames are given clean, with t = 0 (x_t is then
-    the clean latent) and no loss, so the model learns to continue what it is shown."""
+    the clean latent) and no loss, so the model learns to continue what it is shown.
+
+    Both draw per temporal patch (the DiT's pt latent frames a token spans, `temporal_patch`): a token has one
+    timestep, so its frames share it, and are given or generated together."""
     B, f, device = latents.shape[0], latents.shape[2], latents.device
+    patches = f // temporal_patch  # f', the DiT's tokens along time
+    per_frame = lambda per_patch: per_patch.repeat_interleave(temporal_patch, dim=1)  # (B, f') -> (B, f)
     dropped = global_draw(lambda n: torch.rand(n, generator=generator), B) < train.caption_dropout  # (B,)
     captions = ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
     t = global_draw(lambda n: diffusion.sample_timesteps(n, diffusion_config, generator), B).to(device)  # (B,)
     noise = global_draw(lambda n: torch.randn(n, *latents.shape[1:], generator=generator), B).to(device)
-    if train.frame_t_prob > 0 and f > 1:
+    if train.frame_t_prob > 0 and patches > 1:
         independent = global_draw(lambda n: torch.rand(n, generator=generator), B) < train.frame_t_prob  # (B,)
-        draw = lambda n: diffusion.sample_timesteps(n * f, diffusion_config, generator).view(n, f)
-        t_frames = global_draw(draw, B).to(device)  # (B, f)
+        draw = lambda n: diffusion.sample_timesteps(n * patches, diffusion_config, generator).view(n, patches)
+        t_frames = per_frame(global_draw(draw, B)).to(device)  # (B, f') -> (B, f)
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-    if train.given_prob == 0 or f == 1:  # no frame can be given: t stays as it is, every frame carries the loss
+    if train.given_prob == 0 or patches == 1:  # nothing can be given: t stays, every frame carries the loss
         return latents, captions, t, noise, None
     # (decided by the flags, not by whether this batch happens to have given frames: every rank, and every
     # compiled step, then meets the same shapes)
-    given = global_draw(lambda n: diffusion.sample_given_frames(n, f, train.given_prob, generator), B).to(device)
+    draw = lambda n: diffusion.sample_given_frames(n, patches, train.given_prob, generator)  # (n, f')
+    given = per_frame(global_draw(draw, B)).to(device)  # (B, f)
     if motion_channels:
         motion = latents[:, -motion_channels:] * ~given[:, None, :, None, None]  # (B, 2, f, h, w)
         latents = torch.cat([latents[:, :-motion_channels], motion], 1)
@@ -1141,7 +1154,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     flops_per_token, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
-    weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
+    weights, end_weights = motion_weights(vae.config.latent_channels, motion_channels, train, device)
     velocity_loss = VelocityLoss(text_encoder, dit, weights).to(device)
     objective = data_parallel(velocity_loss, device)
     loss_fn = torch.compile(objective) if train.compile else objective
@@ -1164,12 +1177,11 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
                      disable=not RANKS.main):
-        if motion_channels and train.motion_weight_end >= 0:  # in place: a compiled graph reads the same buffer
-            velocity_loss.channel_weights.copy_(loss_channel_weights(
-                vae.config.latent_channels, motion_channels, motion_weight_at(step, train, steps)))
+        if end_weights is not None:  # in place: a compiled graph reads the same buffer
+            schedule_channel_weights(velocity_loss.channel_weights, weights, end_weights, step, steps)
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions: this rank's clips
         latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
-                                                                   generator, motion_channels)
+                                                                   generator, motion_channels, dit.config.patch_size[0])
         ids, mask = caption_tokens(captions, text_config, train, device)  # (B, S), (B, S)
         with autocast(device, train.precision):
             per_sample_loss = loss_fn(latents, t, noise, ids, mask, frame_mask)  # (B,)
@@ -1220,7 +1232,8 @@ def check_bucket_sizes(world, vae_config, dit_config, train):
 
 def check_configs(configs):
     """Raise ValueError for configs that do not fit together, before any training: captions longer than the text
-    encoder reads (found when the first such clip is drawn, hours in) and given frames with a temporal patch."""
+    encoder reads (found when the first such clip is drawn, hours in), a clip the VAE or the DiT's patches
+    cannot take, and image steps with a temporal patch of more than one latent frame."""
     world, text, dit, train = configs["world"], configs["text"], configs["dit"], configs["train"]
     longest = len(data.longest_caption(world))
     if longest + 1 > text.max_len:  # + 1: the BOS token
@@ -1228,11 +1241,11 @@ def check_configs(configs):
                          f"tokens with BOS, but --text-max-len is {text.max_len}; use --text-max-len {longest + 1} "
                          "or more")
     check_bucket_sizes(world, configs["vae"], dit, train)
-    for flag, value in (("--given-prob", train.given_prob), ("--frame-t-prob", train.frame_t_prob)):
-        if dit.patch_size[0] > 1 and value > 0:  # both choose timesteps per latent frame
-            raise ValueError(f"{flag} {value} needs a temporal patch of 1 latent frame: got --dit-patch-size "
-                             f"{','.join(map(str, dit.patch_size))}; use 1,{dit.patch_size[1]},{dit.patch_size[2]} "
-                             f"or {flag} 0")
+    common.check_size(configs["vae"], dit, world.frames, world.height, world.width)
+    if dit.patch_size[0] > 1 and train.dit_image_prob > 0:
+        raise ValueError(f"--dit-image-prob {train.dit_image_prob} trains on images, one latent frame each, but a "
+                         f"token spans {dit.patch_size[0]} latent frames (--dit-patch-size "
+                         f"{','.join(map(str, dit.patch_size))}); use --dit-image-prob 0")
 
 
 def parse_args(argv=None):

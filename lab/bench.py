@@ -171,7 +171,7 @@ def dit_step(configs, device):
 
     def step():
         x0, _, t, noise, frame_mask = train.objective_inputs(latents, captions, train_config, diffusion_config,
-                                                             generator, motion)
+                                                             generator, motion, dit_config.patch_size[0])
         with common.autocast(device, configs["train"].precision):
             loss = loss_fn(x0, t, noise, ids, mask, frame_mask).mean()
         train.optimizer_step(optimizer, loss, params, train_config.grad_clip)

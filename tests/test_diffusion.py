@@ -203,6 +203,32 @@ def test_given_frames_held_exactly():
     assert (seen_t[0][:2][given_frames] == 0).all() and (seen_t[0][:2][~given_frames] == 1).all()
 
 
+def test_given_frames_in_a_partly_given_token_follow_the_noised_path():
+    """With a temporal patch of 2 latent frames per token, a wholly given token is clean (t = 0); a given frame
+    that shares its token with a generated one gets the token's t and sits on the straight path at that t,
+    (1 - t) * given + t * noise, before each step (RePaint's replacement); every given frame ends exact."""
+    x0, noise = data_and_noise()  # (2, c, 4, h, w): two tokens along time
+    given_frames = torch.tensor([[True, True, False, False], [True, False, False, False]])  # (B, f)
+    given_latents = torch.randn(SHAPE)
+    seen = []
+
+    def velocity_fn(x_t, t):
+        seen.append((x_t.clone(), t.clone()))
+        return torch.randn(x_t.shape)
+
+    out = sample(velocity_fn, noise, steps=4, given_latents=given_latents, given_frames=given_frames,
+                 temporal_patch=2)
+    held = given_frames[:, None, :, None, None]
+    assert torch.equal(torch.where(held, out, 0), torch.where(held, given_latents, 0))
+    for x_t, t in seen:
+        assert (t[0, :2] == 0).all() and (t[0, 2:] > 0).all()  # clip 0: token 0 wholly given, clean
+        assert (t[1] == t[1, 0]).all() and t[1, 0] > 0  # clip 1: token 0 partly given, one t for both frames
+        torch.testing.assert_close(x_t[0, :, :2], given_latents[0, :, :2], atol=0, rtol=0)
+        on_path = (1 - t[1, 0]) * given_latents[1, :, 0] + t[1, 0] * noise[1, :, 0]
+        torch.testing.assert_close(x_t[1, :, 0], on_path)
+    assert seen[0][1][1, 0] == 1.0  # the partly given token starts from noise like every generated one
+
+
 def test_sampling_is_reproducible_with_a_generator():
     def velocity_fn(x_t, t):
         return 0.5 * x_t

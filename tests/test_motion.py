@@ -95,11 +95,18 @@ def test_motion_weight_is_the_motion_channels_share_against_the_video_channels()
 
 
 def test_the_motion_weight_falls_linearly_to_its_end_weight():
-    steps = 5
+    steps, cpu = 5, torch.device("cpu")
     constant = train.TrainConfig(motion_scale=3, motion_weight=2.0)
-    assert [train.motion_weight_at(s, constant, steps) for s in range(steps)] == [2.0] * steps
+    start, end = train.motion_weights(4, 2, constant, cpu)
+    assert end is None and torch.equal(start, train.loss_channel_weights(4, 2, 2.0))  # no schedule: kept as is
     falling = train.TrainConfig(motion_scale=3, motion_weight=2.0, motion_weight_end=0.0)
-    assert [train.motion_weight_at(s, falling, steps) for s in range(steps)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    start, end = train.motion_weights(4, 2, falling, cpu)
+    buffer, motion = torch.zeros(6), []
+    for step in range(steps):
+        train.schedule_channel_weights(buffer, start, end, step, steps)
+        assert torch.equal(buffer[:4], torch.full((4,), 0.25))  # the video channels keep 1/4 each
+        motion.append(buffer[4:].sum().item())  # the motion channels' weight, shared by the 2
+    assert motion == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
     with pytest.raises(ValueError, match="--motion-weight-end needs --motion-scale"):
         train.TrainConfig(motion_weight_end=0.0)
     with pytest.raises(ValueError, match="--motion-weight-end must be a number"):

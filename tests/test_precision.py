@@ -1,4 +1,4 @@
-"""bf16 autocast on the CPU: who gets it (common.uses_bf16), attention kept in fp32 under it, and a tiny run
+"""bf16 autocast on the CPU: who gets it (common.uses_bf16), attention's softmax kept in fp32 under it, and a tiny run
 trained both ways, each saying in its log which it used."""
 
 import math
@@ -36,7 +36,7 @@ def reference_attention(q, k, v, allowed):
 
 
 @pytest.mark.parametrize("attention", [dit.attention, text_encoder.attention], ids=["dit", "text_encoder"])
-def test_attention_under_cpu_bf16_autocast_runs_in_fp32(attention):
+def test_attention_under_cpu_bf16_autocast_keeps_the_softmax_in_fp32(attention):
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 8, generator=generator).bfloat16() for _ in range(3))  # as a bf16 Linear gives
     allowed = torch.rand(2, 1, 1, 7, generator=generator) > 0.3
@@ -45,8 +45,11 @@ def test_attention_under_cpu_bf16_autocast_runs_in_fp32(attention):
         out = attention(q, k, v, attn_mask=allowed)
     assert out.dtype == torch.bfloat16  # what the next bf16 Linear expects
     expected = reference_attention(q, k, v, allowed)
-    # fp32 inside: only the final rounding to bf16 (relative 2^-8) separates it from the float64 formula.
-    torch.testing.assert_close(out.double(), expected, atol=0, rtol=2 ** -8)
+    if attention is text_encoder.attention:
+        # fp32 inside: only the final rounding to bf16 (relative 2^-8) separates it from the float64 formula.
+        torch.testing.assert_close(out.double(), expected, atol=0, rtol=2 ** -8)
+    else:  # the DiT's products run in bf16 (scores rounded too), the softmax in fp32: errors of v's own rounding
+        torch.testing.assert_close(out.double(), expected, atol=2 ** -8 * v.abs().max().item(), rtol=2 ** -8)
     fp32 = attention(q.float(), k.float(), v.float(), attn_mask=allowed)  # outside autocast: plain fp32
     assert fp32.dtype == torch.float32
     torch.testing.assert_close(fp32.double(), expected, atol=1e-6, rtol=1e-5)

@@ -83,10 +83,6 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     seen.clear()
     train.main(TINY + ["--out-dir", str(tmp_path / "plain"), "--steps", "1", "--given-prob", "0"])
     assert all(t.shape == (shape[0],) for shape, t in seen)  # text-to-video keeps one timestep per clip
-    with pytest.raises(SystemExit):  # refused as the flags are read, before any training
-        train.main(TINY + ["--out-dir", str(tmp_path / "pt2"), "--steps", "1", "--given-prob", "0.25",
-                           "--dit-patch-size", "2,2,2", "--stage", "dit"])
-    assert "needs a temporal patch of 1 latent frame" in capsys.readouterr().err
     # Diffusion Forcing: every clip gets its own timestep per latent frame; with given frames, those stay at 0
     seen.clear()
     train.main(TINY + ["--out-dir", str(tmp_path / "forcing"), "--steps", "2", "--given-prob", "0",
@@ -99,10 +95,23 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
                        "--frame-t-prob", "1", "--dit-image-prob", "0", "--dit-batch-size", "16"])
     for shape, t in seen:  # both at once: given frames at 0, every clip still has a frame to generate
         assert t.shape == (shape[0], shape[2]) and (t == 0).any(1).float().mean() > 0.5 and (t > 0).any(1).all()
-    with pytest.raises(SystemExit):
-        train.main(TINY + ["--out-dir", str(tmp_path / "pt2f"), "--steps", "1", "--given-prob", "0",
-                           "--frame-t-prob", "0.5", "--dit-patch-size", "2,2,2", "--stage", "dit"])
-    assert "--frame-t-prob 0.5 needs a temporal patch" in capsys.readouterr().err
+    # A token of 2 latent frames has one timestep: both are drawn per token, and a token is given whole
+    seen.clear()
+    pt2 = ["--frames", "7", "--vae-temporal-factor", "2", "--dit-patch-size", "2,2,2", "--dit-image-prob", "0"]
+    train.main(TINY + pt2 + ["--out-dir", str(tmp_path / "pt2"), "--steps", "2", "--given-prob", "1",
+                             "--frame-t-prob", "1", "--dit-batch-size", "16"])
+    for shape, t in seen:
+        assert shape[2] == 4 and t.shape == (shape[0], 4)  # 4 latent frames, 2 tokens along time
+        assert torch.equal(t[:, 0::2], t[:, 1::2])  # equal within each token
+        assert (t[:, 0] != t[:, 2]).float().mean() > 0.5  # drawn apart across tokens
+        assert (t == 0).any(1).float().mean() > 0.5 and (t > 0).any(1).all()
+    with pytest.raises(SystemExit):  # an image is one latent frame: a 2-frame token cannot hold it
+        train.main(TINY + pt2[:-2] + ["--out-dir", str(tmp_path / "pt2i"), "--steps", "1"])
+    assert "use --dit-image-prob 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # 5 latent frames do not split into tokens of 2
+        train.main(TINY + ["--frames", "9", "--vae-temporal-factor", "2", "--dit-patch-size", "2,2,2",
+                           "--out-dir", str(tmp_path / "pt2o"), "--steps", "1"])
+    assert "not a multiple of the DiT's temporal patch 2" in capsys.readouterr().err
 
 
 # ---- how given pixel frames become latent frames
