@@ -189,7 +189,8 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     temporal_patch: the pt latent frames one of the model's tokens spans. A token has one timestep, so a given
         frame that shares its token with a generated one cannot be told clean: it is denoised with its token and,
         before every step, put back on the straight path at that step's noise level, add_noise(given, noise, t)
-        (the replacement method of RePaint, Lugmayr et al., arXiv:2201.09865), so it ends exactly as given.
+        (the replacement method of RePaint, Lugmayr et al., arXiv:2201.09865), so it ends exactly as given. That
+        path needs `noise` to be pure noise: with SDEdit's noised video as `noise`, give no frames that way.
     Raises ValueError for steps < 1 or a non-finite guidance scale or shift.
     """
     if steps < 1:
@@ -205,7 +206,7 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     x, clean = noise, None
     if given_frames is not None:
         # clean: given frames whose whole token is given, told t = 0; the rest of the given frames are re-noised
-        per_token = given_frames.view(B, -1, temporal_patch).all(dim=2)  # (B, f / pt)
+        per_token = given_frames.reshape(B, -1, temporal_patch).all(dim=2)  # (B, f / pt)
         clean = per_token.repeat_interleave(temporal_patch, dim=1)  # (B, f)
         hold = given_frames.view(B, 1, -1, 1, 1)  # (B, 1, f, 1, 1), broadcasts over channels and pixels
         put_back = lambda x, t: torch.where(hold, add_noise(given_latents, noise, t), x)  # t (B, f)

@@ -72,7 +72,8 @@ def detokenize(ids):
 
 def attention(q, k, v, attn_mask=None, dropout_p=0.0):
     """F.scaled_dot_product_attention, in fp32 on the CPU, where under bf16 autocast its flash-attention kernel
-    runs 5x slower than in fp32 (dit.py has the same helper; each file stands alone)."""
+    runs 5x slower than in fp32 (dit.py writes the formula out there instead: faster at its short sequences, and
+    the text encoder's attention is a small share of a step)."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
     with torch.autocast("cpu", enabled=False):

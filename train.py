@@ -887,20 +887,15 @@ def loss_channel_weights(latent_channels, motion_channels, motion_weight):
     return torch.tensor([1 / latent_channels] * latent_channels + [motion_weight / motion_channels] * motion_channels)
 
 
-def motion_weights(latent_channels, motion_channels, train, device):
-    """The loss's channel weights on device at the first DiT step and, with --motion-weight-end, at the last
-    (else None): (start (c + motion,), end (c + motion,) or None); start is None without a motion target."""
-    start = loss_channel_weights(latent_channels, motion_channels, train.motion_weight)
+def motion_weight_schedule(latent_channels, motion_channels, train, device):
+    """(start, end): the loss's channel weights (c + motion,) on device at the first and the last DiT step, for
+    --motion-weight falling to --motion-weight-end; None without that schedule. Step k of N weighs by
+    torch.lerp(start, end, k / (N - 1)), computed on the device into the loss's own buffer: no copy from the host
+    each step (a copy that would wait for the GPU)."""
     if not motion_channels or train.motion_weight_end < 0:
-        return start, None
-    return start.to(device), loss_channel_weights(latent_channels, motion_channels, train.motion_weight_end).to(device)
-
-
-def schedule_channel_weights(channel_weights, start, end, step, steps):
-    """Set channel_weights (c + motion,) in place to the straight line from start (step 0) to end (the last of
-    `steps`): the weights of --motion-weight falling to --motion-weight-end. All three live on the device and the
-    progress is a Python float, so no step copies from the host (a copy that would wait for the GPU)."""
-    torch.lerp(start, end, step / max(steps - 1, 1), out=channel_weights)
+        return None
+    return tuple(loss_channel_weights(latent_channels, motion_channels, weight).to(device)
+                 for weight in (train.motion_weight, train.motion_weight_end))
 
 
 def objective_inputs(latents, captions, train, diffusion_config, generator, motion_channels=0, temporal_patch=1):
@@ -931,7 +926,7 @@ def objective_inputs(latents, captions, train, diffusion_config, generator, moti
         draw = lambda n: diffusion.sample_timesteps(n * patches, diffusion_config, generator).view(n, patches)
         t_frames = per_frame(global_draw(draw, B)).to(device)  # (B, f') -> (B, f)
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
-    if train.given_prob == 0 or patches == 1:  # nothing can be given: t stays, every frame carries the loss
+    if train.given_prob == 0 or patches <= 1:  # nothing can be given: t stays, every frame carries the loss
         return latents, captions, t, noise, None
     # (decided by the flags, not by whether this batch happens to have given frames: every rank, and every
     # compiled step, then meets the same shapes)
@@ -1154,8 +1149,9 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     flops_per_token, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
-    weights, end_weights = motion_weights(vae.config.latent_channels, motion_channels, train, device)
+    weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)
     velocity_loss = VelocityLoss(text_encoder, dit, weights).to(device)
+    schedule = motion_weight_schedule(vae.config.latent_channels, motion_channels, train, device)
     objective = data_parallel(velocity_loss, device)
     loss_fn = torch.compile(objective) if train.compile else objective
     started = time.perf_counter()
@@ -1177,8 +1173,8 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     window, loss_by_t = StepWindow("dit", train, start_step), LossByT(device)
     for step in tqdm(range(start_step, steps), initial=start_step, total=steps, desc="dit", dynamic_ncols=True,
                      disable=not RANKS.main):
-        if end_weights is not None:  # in place: a compiled graph reads the same buffer
-            schedule_channel_weights(velocity_loss.channel_weights, weights, end_weights, step, steps)
+        if schedule is not None:  # in place: a compiled graph reads the same buffer
+            torch.lerp(*schedule, step / max(steps - 1, 1), out=velocity_loss.channel_weights)
         latents, captions = source.batch(step, generator)  # (B, c, f, h, w), B captions: this rank's clips
         latents, captions, t, noise, frame_mask = objective_inputs(latents, captions, train, diffusion_config,
                                                                    generator, motion_channels, dit.config.patch_size[0])

@@ -226,6 +226,7 @@ def test_given_frames_in_a_partly_given_token_follow_the_noised_path():
         torch.testing.assert_close(x_t[0, :, :2], given_latents[0, :, :2], atol=0, rtol=0)
         on_path = (1 - t[1, 0]) * given_latents[1, :, 0] + t[1, 0] * noise[1, :, 0]
         torch.testing.assert_close(x_t[1, :, 0], on_path)
+    assert not torch.allclose(out[1, :, 1], given_latents[1, :, 1])  # the token's other frame: generated
     assert seen[0][1][1, 0] == 1.0  # the partly given token starts from noise like every generated one
 
 

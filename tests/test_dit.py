@@ -67,6 +67,7 @@ def test_temporal_patches_and_per_frame_timesteps():
     per_frame = torch.tensor([[0.3, 0.3, 0.6, 0.6], [0.8, 0.8, 0.8, 0.8]])
     assert scalar.shape == latents.shape
     assert not torch.allclose(model(latents, per_frame, features, mask, pooled), scalar)
+    model.eval()  # checked when sampling; a training step skips the check, which waits for the GPU
     with pytest.raises(ValueError, match="equal within each temporal patch of pt = 2"):
         model(latents, torch.tensor([[0.3, 0.4, 0.6, 0.6], [0.8] * 4]), features, mask, pooled)
 

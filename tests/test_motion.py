@@ -95,18 +95,12 @@ def test_motion_weight_is_the_motion_channels_share_against_the_video_channels()
 
 
 def test_the_motion_weight_falls_linearly_to_its_end_weight():
-    steps, cpu = 5, torch.device("cpu")
-    constant = train.TrainConfig(motion_scale=3, motion_weight=2.0)
-    start, end = train.motion_weights(4, 2, constant, cpu)
-    assert end is None and torch.equal(start, train.loss_channel_weights(4, 2, 2.0))  # no schedule: kept as is
+    cpu = torch.device("cpu")
+    assert train.motion_weight_schedule(4, 2, train.TrainConfig(motion_scale=3, motion_weight=2.0), cpu) is None
     falling = train.TrainConfig(motion_scale=3, motion_weight=2.0, motion_weight_end=0.0)
-    start, end = train.motion_weights(4, 2, falling, cpu)
-    buffer, motion = torch.zeros(6), []
-    for step in range(steps):
-        train.schedule_channel_weights(buffer, start, end, step, steps)
-        assert torch.equal(buffer[:4], torch.full((4,), 0.25))  # the video channels keep 1/4 each
-        motion.append(buffer[4:].sum().item())  # the motion channels' weight, shared by the 2
-    assert motion == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
+    start, end = train.motion_weight_schedule(4, 2, falling, cpu)
+    torch.testing.assert_close(start, train.loss_channel_weights(4, 2, 2.0))
+    torch.testing.assert_close(end, train.loss_channel_weights(4, 2, 0.0))
     with pytest.raises(ValueError, match="--motion-weight-end needs --motion-scale"):
         train.TrainConfig(motion_weight_end=0.0)
     with pytest.raises(ValueError, match="--motion-weight-end must be a number"):
@@ -114,7 +108,7 @@ def test_the_motion_weight_falls_linearly_to_its_end_weight():
 
 
 def test_each_dit_step_weighs_the_motion_channels_by_the_schedule(tmp_path, monkeypatch):
-    """A 3-step run from weight 2 to 0: the loss each step computes weighs each of the 2 motion channels by the
+    """A 5-step run from weight 2 to 0: the loss each step computes weighs each of the 2 motion channels by the
     schedule's weight at that step over 2 (loss_channel_weights), and the video channels by 1/4 throughout."""
     seen = []
     forward = train.VelocityLoss.forward
@@ -124,9 +118,10 @@ def test_each_dit_step_weighs_the_motion_channels_by_the_schedule(tmp_path, monk
         return forward(self, *args)
 
     monkeypatch.setattr(train.VelocityLoss, "forward", recording_forward)
-    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "3", "--motion-scale", "3", "--motion-weight", "2",
+    # 5 steps, so that a schedule that moved its own start would show (3 steps would land on 2, 1, 0 all the same)
+    train.main(TINY + ["--out-dir", str(tmp_path), "--steps", "5", "--motion-scale", "3", "--motion-weight", "2",
                        "--motion-weight-end", "0"])
-    expected = [[0.25] * 4 + [w / 2] * 2 for w in (2.0, 1.0, 0.0)]
+    expected = [[0.25] * 4 + [w / 2] * 2 for w in (2.0, 1.5, 1.0, 0.5, 0.0)]
     torch.testing.assert_close(torch.stack(seen), torch.tensor(expected))
 
 

@@ -103,8 +103,12 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     for shape, t in seen:
         assert shape[2] == 4 and t.shape == (shape[0], 4)  # 4 latent frames, 2 tokens along time
         assert torch.equal(t[:, 0::2], t[:, 1::2])  # equal within each token
-        assert (t[:, 0] != t[:, 2]).float().mean() > 0.5  # drawn apart across tokens
         assert (t == 0).any(1).float().mean() > 0.5 and (t > 0).any(1).all()
+    seen.clear()  # no given frames: the tokens' own timesteps
+    train.main(TINY + pt2 + ["--out-dir", str(tmp_path / "pt2t"), "--steps", "2", "--given-prob", "0",
+                             "--frame-t-prob", "1", "--dit-batch-size", "16"])
+    for shape, t in seen:
+        assert torch.equal(t[:, 0::2], t[:, 1::2]) and (t[:, 0] != t[:, 2]).all()  # one per token, apart
     with pytest.raises(SystemExit):  # an image is one latent frame: a 2-frame token cannot hold it
         train.main(TINY + pt2[:-2] + ["--out-dir", str(tmp_path / "pt2i"), "--steps", "1"])
     assert "use --dit-image-prob 0" in capsys.readouterr().err
