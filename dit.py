@@ -88,7 +88,7 @@ def attention(q, k, v, attn_mask=None):
 
     Off the CPU, or in fp32, F.scaled_dot_product_attention's fused kernels. On the CPU under bf16 autocast the
     formula is written out: PyTorch's CPU flash-attention kernel runs 5x slower in bf16 than in fp32, and at the
-    cpu preset's 48 tokens the two bf16 products with the softmax in fp32 run forward and backward in 0.6x the time
+    cpu preset's 48 tokens the two bf16 products with the softmax in fp32 run forward and backward in 0.4x the time
     of that kernel in fp32 (EXPERIMENTS.md, "Attention on the CPU"). The scores are rounded to bf16 too; the result
     stays within about 2^-7 of the exact formula, relative to the largest value (tests/test_precision.py)."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
