@@ -66,7 +66,8 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     sampling: a common.Sampling (Euler steps, guidance scale, timestep shift).
 
     given: (latents (B, c, f, h, w), given (B, f) bool) from `given_window`: the latent frames marked True are
-        kept exactly, and the model is told they are clean (t = 0 there), as in training.
+        kept exactly, and the model is told they are clean (t = 0 there), as in training (with tokens of several
+        latent frames, a given frame that shares a token with generated ones is re-noised instead: diffusion.sample).
     edit: latents (B, c, f, h, w) of videos to edit (SDEdit): they are noised to t = strength and denoised
         from there with the prompts, so strength 0 keeps them and strength 1 is plain text-to-video.
     Raises ValueError for an empty prompt list, a size the models cannot take, steps < 1 or a non-finite
