@@ -100,6 +100,7 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     pt2 = ["--frames", "7", "--vae-temporal-factor", "2", "--dit-patch-size", "2,2,2", "--dit-image-prob", "0"]
     train.main(TINY + pt2 + ["--out-dir", str(tmp_path / "pt2"), "--steps", "2", "--given-prob", "1",
                              "--frame-t-prob", "1", "--dit-batch-size", "16"])
+    assert len(seen) == 2  # one training forward a step: the checks below cannot pass on nothing
     for shape, t in seen:
         assert shape[2] == 4 and t.shape == (shape[0], 4)  # 4 latent frames, 2 tokens along time
         assert torch.equal(t[:, 0::2], t[:, 1::2])  # equal within each token
@@ -107,6 +108,7 @@ def test_training_gives_the_dit_per_frame_timesteps_with_zeros_on_given_frames(t
     seen.clear()  # no given frames: the tokens' own timesteps
     train.main(TINY + pt2 + ["--out-dir", str(tmp_path / "pt2t"), "--steps", "2", "--given-prob", "0",
                              "--frame-t-prob", "1", "--dit-batch-size", "16"])
+    assert len(seen) == 2
     for shape, t in seen:
         assert torch.equal(t[:, 0::2], t[:, 1::2]) and (t[:, 0] != t[:, 2]).all()  # one per token, apart
     with pytest.raises(SystemExit):  # an image is one latent frame: a 2-frame token cannot hold it
