@@ -185,12 +185,14 @@ def parameters(module):
 
 def estimate(configs):
     """What each stage of a run costs, counted on the meta device: {"vae": ..., "dit": ...}, each a dict of
-    `params`, `steps`, `step_flops` (one training step, forward and backward), `other_flops` (the rest of the
+    `params`, `steps`, `step_flops` (one training step, forward and backward; with --dit-optimizer muon also its
+    Newton-Schulz products, 15.5 GFLOP a step at the cpu preset's widths), `other_flops` (the rest of the
     stage: encoding the clips it trains on, with or without a latent cache), `state_bytes` (weights, gradients and
-    AdamW's two moments: 16 bytes a parameter, 4 more for the DiT's EMA copy, plus the frozen VAE's weights and the
-    latent cache, fp32, in stage dit) and `activation_bytes` (saved for the backward pass, counted in fp32: bf16
-    autocast stores many of them in half the bytes). Image steps are counted as video steps, the evaluation and
-    sample grids not at all. One process: under torchrun each rank holds the activations of its share of a batch."""
+    AdamW's two moments: 16 bytes a parameter, an upper bound under Muon, which keeps one moment; 4 more for the
+    DiT's EMA copy, plus the frozen VAE's weights and the latent cache, fp32, in stage dit) and `activation_bytes`
+    (saved for the backward pass, counted in fp32: bf16 autocast stores many of them in half the bytes). Image
+    steps are counted as video steps, the evaluation and sample grids not at all. One process: under torchrun each
+    rank holds the activations of its share of a batch."""
     train_config = configs["train"]
     dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], train_config)
     with META:

@@ -73,8 +73,9 @@ BUCKETS = ["--buckets", "5x32x32,5x32x48,9x48x32,1x32x32"]  # native sizes (buck
 
 
 @pytest.mark.parametrize("extra", [[], ["--latent-cache", "0", "--text-dropout", "0.2"], BUCKETS,
-                                   BUCKETS + ["--latent-cache", "0", "--square-crops"]],
-                         ids=["latent cache", "fresh clips, text dropout", "buckets", "buckets, fresh square crops"])
+                                   BUCKETS + ["--latent-cache", "0", "--square-crops"], ["--dit-optimizer", "muon"]],
+                         ids=["latent cache", "fresh clips, text dropout", "buckets", "buckets, fresh square crops",
+                              "muon"])
 def test_a_run_interrupted_and_resumed_in_both_stages_equals_the_straight_run(tmp_path, monkeypatch, extra):
     flags = TINY + ["--steps", "6", "--ckpt-every", "3", "--sample-steps", "1"] + extra
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")

@@ -3,6 +3,7 @@ errors). Also the small training helpers against their formulas."""
 
 import math
 import os
+from dataclasses import replace
 
 import imageio.v3 as iio
 import pytest
@@ -14,6 +15,7 @@ import sample
 import train
 from text_encoder import TextEncoder, TextEncoderConfig, tokenize
 
+CPU = torch.device("cpu")
 TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "--digit-size", "16",
         "--glyphs-per-digit", "10", "--vae-base-channels", "4", "--vae-channel-mults", "1,2",
         "--vae-batch-size", "2", "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2",
@@ -195,6 +197,50 @@ def test_a_frozen_text_encoder_stays_as_pretrained_and_a_resume_keeps_the_choice
     assert [len(c["optimizer"]["param_groups"][0]["params"]) == dit_weights for c in (frozen, moving)] == [True, False]
     with pytest.raises(ValueError, match="trained with --freeze-text-encoder True"):
         train.main(TINY + ["--out-dir", out_dir, "--stage", "dit", "--dit-steps", "4", "--resume"])
+
+
+def test_muon_steps_the_hidden_matrices_along_their_orthogonalised_gradient(trained):
+    """--dit-optimizer muon: Muon holds exactly the 2-D weights inside the transformer blocks and the timestep MLP,
+    AdamW every other weight, each weight once. On its first step a hidden matrix moves along U V^T of its gradient
+    G = U S V^T (torch.linalg.svd: the orthogonal factor Newton-Schulz approximates), by about 0.2 times the rate
+    in root mean square, the size of an AdamW step ("match_rms_adamw"). A resume with the other optimizer is
+    refused."""
+    configs = train.parse_args(TINY + ["--dit-optimizer", "muon"])
+    dit_config = train.derived_dit_config(configs["dit"], configs["vae"], configs["text"], configs["train"])
+
+    def split(train_config):  # (names of every weight, names Muon updates, names AdamW updates), and the models
+        text_encoder, dit, _, _, optimizer = train.dit_models(configs["text"], dit_config, train_config, CPU)
+        named = {f"{prefix}{n}": p for prefix, m in (("", dit), ("text.", text_encoder))
+                 for n, p in m.named_parameters()}
+        held = [{name for name, p in named.items() if id(p) in {id(q) for g in opt.param_groups for q in g["params"]}}
+                for opt in optimizer.optimizers]
+        return set(named), *held, (named, dit, optimizer)
+
+    names, muon, adamw, (named, dit, optimizer) = split(configs["train"])
+    hidden = {name for name in names if named[name].ndim == 2 and ("blocks." in name or "t_embedder." in name)}
+    assert muon == hidden and adamw == names - hidden
+    assert {"blocks.0.attn.qkv.weight", "text.blocks.0.mlp.fc1.weight", "t_embedder.mlp.0.weight"} <= hidden
+    assert not {"patch_embed.weight", "final_layer.linear.weight", "text.token_embedding.weight"} & hidden
+    _, frozen_muon, frozen_adamw, _ = split(replace(configs["train"], freeze_text_encoder=True))
+    assert frozen_muon | frozen_adamw == {name for name in names if not name.startswith("text.")}
+
+    torch.manual_seed(0)
+    for p in named.values():
+        p.grad = torch.randn_like(p)
+    weight = dit.blocks[0].mlp.fc1.weight  # (4 dim, dim)
+    before, grad, lr = weight.detach().clone(), weight.grad.clone(), 1e-3
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    step = (before - weight.detach()) / lr
+    U, _, Vh = torch.linalg.svd(grad, full_matrices=False)
+    orthogonal = U @ Vh
+    cosine = (step * orthogonal).sum() / (step.norm() * orthogonal.norm())
+    assert cosine > 0.95, cosine
+    assert 0.14 < step.pow(2).mean().sqrt() < 0.26
+    with pytest.raises(ValueError, match="trained with --dit-optimizer adamw"):  # the `trained` run: the default
+        train.main(TINY + ["--out-dir", trained, "--stage", "dit", "--dit-steps", "4", "--resume",
+                           "--dit-optimizer", "muon"])
 
 
 def test_caption_dropout_rate_and_reproducibility():
