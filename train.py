@@ -1014,8 +1014,8 @@ def build_dit_optimizer(modules, train, device):
     Newton-Schulz iterations in bf16), so every direction of the matrix moves at the same rate instead of the few
     the gradient is largest in. Its update is scaled to AdamW's typical size (0.2 sqrt(max(rows, cols)), the
     paper's rule, "match_rms_adamw"), so both run at --dit-lr with the same schedule. On the 2x recipe it moved
-    the digit the asked way more at every checkpoint, at 1.18-1.27x the step (EXPERIMENTS.md, "What the 2x recipe
-    needs, and Muon")."""
+    the digit the asked way more at each of seed 0's checkpoints, at 1.18-1.27x the step (EXPERIMENTS.md, "What
+    the 2x recipe needs, and Muon")."""
     hyper = dict(lr=train.dit_lr, weight_decay=train.dit_weight_decay)
     if train.dit_optimizer == "adamw":
         return adamw([param for module in modules for param in module.parameters()], device, betas=(0.9, 0.99),
