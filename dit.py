@@ -4,8 +4,9 @@ Sora "is a diffusion model; given input noisy patches (and conditioning informat
 trained to predict the original clean patches. Importantly, Sora is a diffusion transformer" (Sora report, "Scaling
 transformers for video generation"). Ours predicts the rectified-flow velocity instead (diffusion.py), which
 gives the clean patches as x0 = x_t - t * velocity. Each block is DiT's adaLN-Zero block plus a cross-attention
-to the caption; attention uses QK-norm and 3D RoPE (patchify.py) and no learned position table, so the same
-weights run on any grid of latent frames, rows and columns.
+to the caption (or, with DiTConfig.cross_attention off, the caption's pooled vector in adaLN alone); attention
+uses QK-norm and 3D RoPE (patchify.py) and no learned position table, so the same weights run on any grid of
+latent frames, rows and columns.
 
 Papers: Scalable Diffusion Models with Transformers (DiT, Peebles & Xie, arXiv:2212.09748) for adaLN-Zero,
 TimestepEmbedder and FinalLayer; PixArt-alpha (Chen et al., arXiv:2310.00426) for text cross-attention in a DiT
@@ -33,6 +34,9 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 256  # E, the width of the text encoder's features
     rope_theta: float = 10000.0  # RoPE base: the slowest rotation has a period of about 2 * pi * theta tokens
+    # False: no cross-attention; the caption steers every block through its pooled vector in adaLN alone, as DiT's
+    # class label does. Enough for a caption of one digit's attributes, which the pooled vector holds whole.
+    cross_attention: bool = True
 
     def __post_init__(self):
         self.patch_size = tuple(self.patch_size)  # a list from the command line or a checkpoint works too
@@ -87,16 +91,19 @@ def attention(q, k, v, attn_mask=None):
     values; attn_mask (B, 1, 1, S) bool, True = may be attended. Returns (B, heads, L, head_dim).
 
     Off the CPU, or in fp32, F.scaled_dot_product_attention's fused kernels. On the CPU under bf16 autocast the
-    formula is written out: PyTorch's CPU flash-attention kernel runs 5x slower in bf16 than in fp32, and at the
-    cpu preset's 48 tokens the two bf16 products with the softmax in fp32 run forward and backward in 0.4x the time
-    of that kernel in fp32 (EXPERIMENTS.md, "Attention on the CPU"). The scores are rounded to bf16 too; the result
-    stays within about 2^-7 of the exact formula, relative to the largest value (tests/test_precision.py)."""
+    formula is written out: PyTorch's CPU flash-attention kernel runs 5x slower in bf16 than in fp32, and at 48
+    tokens the two bf16 products with the softmax in fp32 run forward and backward in 0.4x the time of that kernel
+    in fp32 (EXPERIMENTS.md, "Attention on the CPU"). The scores are rounded to bf16 too. The softmax takes them in
+    bf16: PyTorch's CPU kernel computes it in fp32 inside and rounds only its result, so it equals
+    `scores.float().softmax(-1).to(bf16)` but for ties, without the two copies of the (B, heads, L, S) scores that
+    casting around it costs (the cpu preset's step: 1.07x with the GELU below). The result stays within about 2^-7
+    of the exact formula, relative to the largest value (tests/test_precision.py)."""
     if q.device.type != "cpu" or q.dtype == torch.float32:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5  # (B, heads, L, S)
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return scores.float().softmax(dim=-1).to(v.dtype) @ v  # (B, heads, L, head_dim)
+    return scores.softmax(dim=-1) @ v  # (B, heads, L, head_dim)
 
 
 class SelfAttention(nn.Module):
@@ -154,7 +161,9 @@ class CrossAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: Linear, GELU (tanh approximation, as in DiT), Linear."""
+    """Position-wise feed-forward network: Linear, GELU, Linear. DiT used GELU's tanh approximation, once faster on
+    GPUs; on the CPU in bf16 the exact (erf) form is 2.4x faster forward and backward at the cpu preset's shapes
+    (EXPERIMENTS.md, "Where the step's time goes"), and the two differ by under 0.001."""
 
     def __init__(self, dim, hidden):
         super().__init__()
@@ -162,7 +171,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):  # (..., D) -> (..., D)
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class DiTBlock(nn.Module):
@@ -173,18 +182,24 @@ class DiTBlock(nn.Module):
         x = x + gate_mlp * MLP(modulate(norm(x), shift_mlp, scale_mlp))
 
     The shifts, scales and gates are regressed from the conditioning vector (timestep + pooled caption), so
-    the noise level steers every layer; DiT found this beat feeding the timestep in as an extra token.
+    the noise level steers every layer; DiT found this beat feeding the timestep in as an extra token. With
+    cross_attention=False the middle line (and gate_ca) is left out: the caption then steers the block through
+    the pooled vector in that conditioning alone, as DiT's class label does.
     """
 
-    def __init__(self, dim, heads, text_dim, mlp_ratio):
+    def __init__(self, dim, heads, text_dim, mlp_ratio, cross_attention=True):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)  # adaLN supplies scale and shift
         self.attn = SelfAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)  # not modulated (as in PixArt-alpha), so it learns its own affine
-        self.cross_attn = CrossAttention(dim, text_dim, heads)
+        if cross_attention:
+            self.norm2 = nn.LayerNorm(dim, eps=1e-6)  # not modulated (as in PixArt-alpha): it learns its own affine
+            self.cross_attn = CrossAttention(dim, text_dim, heads)
+        else:
+            self.cross_attn = None  # the caption arrives through cond alone (DiTConfig.cross_attention)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 7 * dim))
+        self.num_mods = 7 if cross_attention else 6  # shifts, scales and gates; no cross-attention, no gate_ca
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.num_mods * dim))
         # adaLN-Zero: all 7 modulation vectors start at zero. Zero gates make the block the identity, so at init
         # the deep network is a shallow one and trains stably, each block growing its residual from nothing;
         # zero shift and scale make the adaLN a plain LayerNorm. DiT found this the best of its variants.
@@ -196,15 +211,17 @@ class DiTBlock(nn.Module):
         # text_features (B, S, E); text_mask (B, S); cos, sin (1, 1, L, head_dim) -> (B, L, D)
         B, L, D = x.shape
         T = cond.shape[1]
-        mods = self.adaLN_modulation(cond).unsqueeze(2).chunk(7, dim=-1)  # 7 x (B, T, 1, D)
-        shift_sa, scale_sa, gate_sa, gate_ca, shift_mlp, scale_mlp, gate_mlp = mods
+        mods = list(self.adaLN_modulation(cond).unsqueeze(2).chunk(self.num_mods, dim=-1))  # 7 or 6 x (B, T, 1, D)
+        gate_ca = mods.pop(3) if self.cross_attn is not None else None
+        shift_sa, scale_sa, gate_sa, shift_mlp, scale_mlp, gate_mlp = mods
         # Tokens are time-major, so the L / T tokens that share a timestep are contiguous: viewing x as groups
         # lets each group's modulation broadcast over its tokens without copying it out to all L of them.
         x = x.view(B, T, L // T, D)  # (B, T, N, D), N = L / T
         h = modulate(self.norm1(x), shift_sa, scale_sa)  # (B, T, N, D)
         x = x + gate_sa * self.attn(h.view(B, L, D), cos, sin).view(B, T, -1, D)  # (B, T, N, D)
-        h = self.norm2(x).view(B, L, D)  # (B, L, D)
-        x = x + gate_ca * self.cross_attn(h, text_features, text_mask).view(B, T, -1, D)  # (B, T, N, D)
+        if self.cross_attn is not None:
+            h = self.norm2(x).view(B, L, D)  # (B, L, D)
+            x = x + gate_ca * self.cross_attn(h, text_features, text_mask).view(B, T, -1, D)  # (B, T, N, D)
         h = modulate(self.norm3(x), shift_mlp, scale_mlp)  # (B, T, N, D)
         x = x + gate_mlp * self.mlp(h)  # (B, T, N, D)
         return x.view(B, L, D)  # (B, L, D)
@@ -247,7 +264,8 @@ class DiT(nn.Module):
         self.text_pooled_embed = nn.Linear(config.text_dim, config.dim)  # the caption's summary joins t in cond
         self.rope = RoPE3D(config.dim // config.heads, config.rope_theta)
         self.blocks = nn.ModuleList(
-            DiTBlock(config.dim, config.heads, config.text_dim, config.mlp_ratio) for _ in range(config.depth)
+            DiTBlock(config.dim, config.heads, config.text_dim, config.mlp_ratio, config.cross_attention)
+            for _ in range(config.depth)
         )
         self.final_layer = FinalLayer(config.dim, patch_dim)
 
@@ -309,5 +327,6 @@ class DiT(nn.Module):
         patch_dim = cfg.latent_channels * math.prod(cfg.patch_size)
         self_attn = 4 * D * D + 2 * L * D  # qkv + output projection; q.k and the sum over v, L keys each
         cross_attn = 2 * D * D + 2 * S * D + 2 * S * E * D / L  # q + output; scores over S; text k, v shared by L
+        cross_attn *= cfg.cross_attention
         mlp = 2 * D * int(D * cfg.mlp_ratio)
         return 2 * (2 * patch_dim * D + cfg.depth * (self_attn + cross_attn + mlp))

@@ -1,5 +1,6 @@
 """Tiny seeded DiTs on the CPU: zero output and identity blocks at init, any grid, text padding that changes
-nothing, per-frame timesteps that reduce to one timestep, gradients everywhere, and clear config errors."""
+nothing, per-frame timesteps that reduce to one timestep, gradients everywhere, the variant without
+cross-attention, and clear config errors."""
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -125,6 +126,26 @@ def test_gradients_reach_every_parameter():
     assert not no_grad, f"no gradient reaches {no_grad}"
 
 
+def test_without_cross_attention_the_caption_acts_through_its_pooled_vector_alone():
+    model, full = tiny_model(cross_attention=False), tiny_model()
+    assert all(block.cross_attn is None and not hasattr(block, "norm2") for block in model.blocks)
+    extra = {n: p.numel() for n, p in full.named_parameters()}
+    for n, p in model.named_parameters():
+        extra[n] -= p.numel()
+    # what it lacks is each block's cross-attention, its norm and its gate's slice of the adaLN (one D-row block)
+    assert {n for n, count in extra.items() if count} == {
+        n for n in extra if n.startswith("blocks.") and (".cross_attn." in n or ".norm2." in n or ".adaLN_mod" in n)}
+    assert sum(extra.values()) == sum(p.numel() for b in full.blocks for p in [*b.cross_attn.parameters(),
+                                                                              *b.norm2.parameters()]) + 2 * (33 * 32)
+    latents, t = torch.randn(2, 4, 2, 4, 4), torch.rand(2)
+    features, mask, pooled = captions([3, 6])
+    out = model(latents, t, features, mask, pooled)
+    assert torch.equal(model(latents, t, torch.randn_like(features), mask.flip(0), pooled), out)  # tokens unread
+    assert not torch.allclose(model(latents, t, features, mask, pooled.flip(0)), out)  # the pooled vector steers
+    (out - torch.randn_like(out)).square().mean().backward()
+    assert all(p.grad is not None and p.grad.any() for p in model.parameters())  # every weight it has is used
+
+
 def test_runs_under_bf16_autocast():
     model = tiny_model()
     features, mask, pooled = captions([4, 6])
@@ -133,8 +154,9 @@ def test_runs_under_bf16_autocast():
     assert out.shape == (2, 4, 2, 4, 4) and torch.isfinite(out).all()
 
 
-def test_flops_per_token_matches_flop_counter():
-    model = tiny_model(depth=3)
+@pytest.mark.parametrize("cross_attention", [True, False])
+def test_flops_per_token_matches_flop_counter(cross_attention):
+    model = tiny_model(depth=3, cross_attention=cross_attention)
     latents = torch.randn(1, 4, 4, 8, 8)  # L = 4 * 4 * 4 = 64 tokens
     features, mask, pooled = captions([10])
     # The math backend writes attention as matmuls, which the counter sees (it has no formula for the fused CPU op).

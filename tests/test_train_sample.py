@@ -21,7 +21,11 @@ TINY = ["--preset", "cpu", "--frames", "5", "--height", "32", "--width", "32", "
         "--vae-batch-size", "2", "--vae-eval-clips", "4", "--dit-dim", "32", "--dit-depth", "1", "--dit-heads", "2",
         "--text-dim", "32", "--text-depth", "1", "--text-heads", "2", "--dit-batch-size", "4", "--latent-cache", "8",
         "--sample-steps", "2", "--log-every", "1", "--bin-every", "2", "--sample-every", "1000", "--eval-clips", "0",
-        "--text-pretrain-steps", "2", "--text-pretrain-batch", "4"]
+        "--text-pretrain-steps", "2", "--text-pretrain-batch", "4",
+        # the tests' frame arithmetic is written for 4x time compression (5 frames -> 2 latent frames), and their
+        # text-encoder checks for an encoder that trains and a DiT that cross-attends to it; the cpu preset's own
+        # choices (2x, frozen, pooled caption alone) run in test_the_cpu_presets_recipe_trains_and_samples
+        "--vae-temporal-factor", "4", "--freeze-text-encoder", "false", "--dit-cross-attention", "true"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,20 @@ def test_train_writes_checkpoints_samples_and_logs(trained):
     log = open(f"{trained}/log.txt").read()
     assert "ms/step" in log and "tok/s" in log and "dit loss by t" in log and "val PSNR" in log
     assert "text encoder pretrained: 2 steps" in log
+
+
+def test_the_cpu_presets_recipe_trains_and_samples(tmp_path):
+    out_dir = str(tmp_path)
+    preset = [flag for flag in TINY[:TINY.index("--vae-temporal-factor")]]  # the preset's own choices
+    train.main(preset + ["--out-dir", out_dir, "--steps", "2"])
+    checkpoint = torch.load(f"{out_dir}/dit.pt", weights_only=True)
+    vae_config = torch.load(f"{out_dir}/vae.pt", weights_only=True)["config"]["vae"]
+    assert vae_config["temporal_factor"] == 2 and not checkpoint["config"]["dit"]["cross_attention"]
+    assert not any(".cross_attn." in name for name in checkpoint["model"]["dit"])
+    assert "M (frozen) parameters" in open(f"{out_dir}/log.txt").read()
+    gif = str(tmp_path / "v.gif")
+    sample.main(["--out-dir", out_dir, "--prompt", "a 3 moves left", "--steps", "2", "--out", gif])
+    assert iio.imread(gif).shape[:3] == (5, 32, 32)
 
 
 def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
