@@ -200,7 +200,7 @@ class DiTBlock(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
         self.num_mods = 7 if cross_attention else 6  # shifts, scales and gates; no cross-attention, no gate_ca
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, self.num_mods * dim))
-        # adaLN-Zero: all 7 modulation vectors start at zero. Zero gates make the block the identity, so at init
+        # adaLN-Zero: all modulation vectors start at zero. Zero gates make the block the identity, so at init
         # the deep network is a shallow one and trains stably, each block growing its residual from nothing;
         # zero shift and scale make the adaLN a plain LayerNorm. DiT found this the best of its variants.
         nn.init.zeros_(self.adaLN_modulation[-1].weight)

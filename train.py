@@ -535,7 +535,8 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
     if vae_checkpoint is not None:
         check_same_vae(checkpoint, vae_checkpoint, path, os.path.join(train.out_dir, "vae.pt"))
     for name, config in configs.items():
-        saved = checkpoint["config"][name]
+        # a field newer than the checkpoint reads as its default (e.g. DiTConfig.cross_attention: True)
+        saved = {**asdict(type(config)()), **checkpoint["config"][name]}
         diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items() if saved.get(k) != v]
         if diff:
             raise ValueError(f"{path} was trained with another {name} config ({'; '.join(diff)}); use the same "

@@ -23,7 +23,7 @@ from vae import VAEConfig
 WORLD = data.WorldConfig(frames=9, height=32, width=32, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
                          glyphs_per_digit=20)
 SIZES = [(9, 32, 32), (9, 32, 48), (9, 48, 32), (5, 32, 32), (13, 32, 32)]
-TOKENS = buckets.size_cost_tokens(VAEConfig(), DiTConfig())  # the cpu preset's VAE factors (4, 4) and patch (1, 2, 2)
+TOKENS = buckets.size_cost_tokens(VAEConfig(), DiTConfig())  # VAE factors (4, 4), as the tests' TINY, patch (1, 2, 2)
 
 
 def test_the_flags_are_kept_in_one_form_so_a_resume_knows_its_own_run():

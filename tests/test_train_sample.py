@@ -3,6 +3,7 @@ errors). Also the small training helpers against their formulas."""
 
 import math
 import os
+import shutil
 from dataclasses import replace
 
 import imageio.v3 as iio
@@ -215,6 +216,16 @@ def test_a_frozen_text_encoder_stays_as_pretrained_and_a_resume_keeps_the_choice
     assert [len(c["optimizer"]["param_groups"][0]["params"]) == dit_weights for c in (frozen, moving)] == [True, False]
     with pytest.raises(ValueError, match="trained with --freeze-text-encoder True"):
         train.main(TINY + ["--out-dir", out_dir, "--stage", "dit", "--dit-steps", "4", "--resume"])
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes(trained, tmp_path):
+    for name in ("vae.pt", "dit.pt", "vae_metrics.json"):
+        shutil.copy(f"{trained}/{name}", tmp_path / name)
+    checkpoint = torch.load(tmp_path / "dit.pt", weights_only=True)
+    del checkpoint["config"]["dit"]["cross_attention"]  # as written before DiTConfig.cross_attention existed
+    torch.save(checkpoint, tmp_path / "dit.pt")
+    train.main(TINY + ["--out-dir", str(tmp_path), "--vae-steps", "3", "--dit-steps", "4", "--resume"])
+    assert torch.load(tmp_path / "dit.pt", weights_only=True)["step"] == 4
 
 
 def test_muon_steps_the_hidden_matrices_along_their_orthogonalised_gradient(trained):
