@@ -215,7 +215,7 @@ PRESETS = {
     # compressed 2x, not 4x, so a fast digit stays sharp in the latent; the DiT denoises the world's motion too,
     # weighted heavily first (--motion-weight 2 falling to 0.25), with one timestep per latent frame; the text
     # encoder, pretrained, stays frozen; the caption reaches the DiT through its pooled vector alone (one digit's
-    # attributes), which makes the step 1.5x cheaper than with cross-attention (EXPERIMENTS.md, issue 15).
+    # attributes), which makes the step about 1.5x cheaper than with cross-attention (EXPERIMENTS.md, issue 15).
     "cpu": dict(height=32, width=32, frames=9, digit_size=16, min_digits=1, max_digits=1, fast_speed=2,
                 vae_base_channels=16, vae_channel_mults=(1, 2), vae_temporal_factor=2, vae_steps=1400,
                 vae_batch_size=4, vae_lr=2e-3, dit_dim=192, dit_depth=4, dit_heads=6, dit_cross_attention=False,
@@ -535,8 +535,8 @@ def existing_checkpoint(path, steps, train, configs, vae_checkpoint=None):
     if vae_checkpoint is not None:
         check_same_vae(checkpoint, vae_checkpoint, path, os.path.join(train.out_dir, "vae.pt"))
     for name, config in configs.items():
-        # a field newer than the checkpoint reads as its default (e.g. DiTConfig.cross_attention: True)
-        saved = {**asdict(type(config)()), **checkpoint["config"][name]}
+        # as loading reads it: a field newer than the checkpoint takes its default (DiTConfig.cross_attention: True)
+        saved = asdict(common.config_from_record(type(config), checkpoint["config"][name], path))
         diff = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in asdict(config).items() if saved.get(k) != v]
         if diff:
             raise ValueError(f"{path} was trained with another {name} config ({'; '.join(diff)}); use the same "
