@@ -10,6 +10,7 @@ input ends in one line that says what to do instead of a traceback.
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -17,6 +18,7 @@ import math
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import MISSING, fields
 from typing import NamedTuple, Optional
@@ -79,22 +81,49 @@ def pick_device(name=""):
 
 def uses_bf16(device, precision="auto"):
     """Whether `device` computes in bf16 under autocast. precision "fp32" or "bf16" decides; "auto" says bf16 on
-    CUDA (tensor cores) and on a CPU with bf16 matrix instructions: AMX (recent Intel Xeons, where a matrix product
-    at the DiT's shapes measured 5x faster in bf16 than in fp32 on one core) or AVX512-BF16 (e.g. AMD Zen 4 EPYC:
-    2.2x, and the whole DiT step 1.5x; EXPERIMENTS.md, "bf16 on the CPU"); fp32 on other CPUs (not measured), on
-    MPS, and on the meta device (no autocast)."""
+    CUDA (tensor cores), and on a CPU with bf16 matrix instructions (AMX or AVX512-BF16) where a matrix product in
+    bf16 is measured at least BF16_MARGIN times faster than in fp32 (cpu_bf16_speedup); fp32 on other CPUs, on MPS,
+    and on the meta device (no autocast). Raises ValueError for another precision."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"--precision must be auto, fp32 or bf16: got {precision!r}")
     if precision != "auto" or device.type not in ("cuda", "cpu"):
         return precision == "bf16" and device.type in ("cuda", "cpu")
-    return device.type == "cuda" or cpu_has_bf16_matmul()
+    return device.type == "cuda" or (cpu_has_bf16_matmul() and cpu_bf16_speedup() >= BF16_MARGIN)
 
 
 def cpu_has_bf16_matmul():
-    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX512-BF16 dot products), as PyTorch
-    reports it; False where this PyTorch cannot tell."""
+    """Whether this CPU has bf16 matrix instructions (AMX tiles or AVX512-BF16 dot products), as PyTorch reports
+    it; False where this PyTorch cannot tell."""
     return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_amx_tile_supported",
                                                                       "_is_avx512_bf16_supported"))
+
+
+# bf16 must win clearly: it also rounds, and a machine near 1x should not flip between runs.
+BF16_MARGIN = 1.2
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup():
+    """How many times faster a matrix product at the DiT's scale, (1536 x 192) by (192 x 768), runs in bf16 than in
+    fp32 on this CPU with this process's threads: the best of 5 rounds of 4 products each, about 0.1 s, measured
+    once per process. The instructions alone do not say: on an AMD EPYC (Zen 4, AVX512-BF16) bf16 measured 2.2x,
+    on a Xeon whose AMX units the hypervisor hides (AVX512-BF16 only) 0.6x (EXPERIMENTS.md, "bf16 on CPUs without
+    AMX" and "bf16 where it measures faster")."""
+    generator = torch.Generator().manual_seed(0)  # not the global stream: measuring must not move a seeded run
+    a = torch.randn(1536, 192, generator=generator, device="cpu")  # (a default-device context must not move it)
+    b = torch.randn(192, 768, generator=generator, device="cpu")
+
+    def best_seconds(a, b):
+        a @ b  # the first product pays for the kernel's set-up
+        rounds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            rounds.append(time.perf_counter() - started)
+        return min(rounds)  # the least disturbed round
+
+    return best_seconds(a, b) / best_seconds(a.bfloat16(), b.bfloat16())
 
 
 def autocast(device, precision="auto"):

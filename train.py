@@ -339,8 +339,30 @@ def ranks_note():
 
 
 def precision_note(device, precision):
-    """' (bf16 autocast)' or ' (fp32)' for a stage's first log line."""
-    return " (bf16 autocast)" if common.uses_bf16(device, precision) else " (fp32)"
+    """' (bf16 autocast)' or ' (fp32)' for a stage's first log line; with --precision auto on a CPU with bf16
+    instructions, also the measured speed-up that decided it (common.cpu_bf16_speedup)."""
+    name = "bf16 autocast" if common.uses_bf16(device, precision) else "fp32"
+    if precision == "auto" and device.type == "cpu" and common.cpu_has_bf16_matmul():
+        name += f": bf16 matrix products measured {common.cpu_bf16_speedup():.1f}x as fast as fp32 here"
+    return f" ({name})"
+
+
+def stage_precision(train, checkpoint, device):
+    """(train with --precision auto made "bf16" or "fp32" for one stage, the note for its first log line). auto
+    times bf16 on a CPU (common.cpu_bf16_speedup), which could come out otherwise another time, so a resumed stage
+    keeps the precision its checkpoint recorded (a resumed run is the same run), and under torchrun every rank
+    takes rank 0's choice (one rank times, the others wait for its answer). A given --precision is kept."""
+    recorded = checkpoint["config"].get("train", {}).get("precision", "auto") if checkpoint is not None else "auto"
+    if train.precision != "auto":
+        return train, precision_note(device, train.precision)
+    if recorded != "auto":  # (a checkpoint from before this rule recorded "auto": decided afresh below)
+        used = "bf16 autocast" if common.uses_bf16(device, recorded) else "fp32"
+        return replace(train, precision=recorded), f" ({used}, kept from the checkpoint)"
+    note = precision_note(device, "auto") if RANKS.main else ""
+    choice = [("bf16" if common.uses_bf16(device) else "fp32") if RANKS.main else None]
+    if dist.is_initialized():
+        dist.broadcast_object_list(choice, src=0)  # rank 0's list replaces the others'
+    return replace(train, precision=choice[0]), note
 
 
 def global_draw(draw, local_batch):
@@ -711,6 +733,7 @@ def train_vae(train, world, vae_config, device):
         return
     if checkpoint is not None:
         check_no_dit_on(path, train.out_dir)
+    train, precision = stage_precision(train, checkpoint, device)  # the checkpoint records it
 
     # ---- model and optimizer
     vae, optimizer, start_step = vae_model(train, world, vae_config, checkpoint, device)
@@ -720,7 +743,7 @@ def train_vae(train, world, vae_config, device):
     loss_fn = torch.compile(objective) if train.compile else objective
     latent = vae.latent_shape(world.frames, world.height, world.width)
     plan = bucket_plan(train, world, train.vae_batch_size, buckets.size_cost_pixels, stream=3, steps=steps)
-    log(train.out_dir, f"stage vae on {device}{precision_note(device, train.precision)}: "
+    log(train.out_dir, f"stage vae on {device}{precision}: "
                        f"{sum(p.numel() for p in vae.parameters()) / 1e6:.2f}M parameters, "
                        f"clip {world.frames}x{world.height}x{world.width} -> latent {latent}, {steps} steps of "
                        f"{train.vae_batch_size} clips{ranks_note()}{bucket_note(plan)}")
@@ -1185,9 +1208,9 @@ def patch_count(latents, dit_config):
     return len(latents) * math.prod(n // p for n, p in zip(latents.shape[2:], dit_config.patch_size))
 
 
-def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
-    """(a training step's FLOPs per video token, for the log's MFU; the log line that opens stage dit: sizes of the
-    models, the latent and the run)."""
+def dit_stage_header(vae, dit, text_encoder, world, train, steps, device, precision):
+    """(a training step's FLOPs per video token, for the log's MFU; the log line that opens stage dit: the
+    precision note, sizes of the models, the latent and the run)."""
     latent_shape = vae.latent_shape(world.frames, world.height, world.width)  # (c, f, h, w)
     tokens_per_clip = math.prod(n // p for n, p in zip(latent_shape[1:], dit.config.patch_size))
     # A training step is 3x the forward, captions ~160 characters; the text encoder left out (an underestimate; with
@@ -1195,7 +1218,7 @@ def dit_stage_header(vae, dit, text_encoder, world, train, steps, device):
     flops_per_token = 3 * dit.flops_per_token(tokens_per_clip, 160)
     text_params = sum(p.numel() for p in text_encoder.parameters())
     frozen = " (frozen)" if train.freeze_text_encoder else ""
-    return flops_per_token, (f"stage dit on {device}{precision_note(device, train.precision)}: "
+    return flops_per_token, (f"stage dit on {device}{precision}: "
                              f"DiT {dit.num_params() / 1e6:.2f}M + text encoder {text_params / 1e6:.2f}M{frozen} "
                              f"parameters, latent {latent_shape}, {tokens_per_clip} tokens per clip, {steps} steps of "
                              f"{train.dit_batch_size} clips" + ranks_note())
@@ -1213,6 +1236,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     if checkpoint == "done":
         log(out_dir, f"{path} is trained: skipping stage dit (--resume --dit-steps N trains it further)")
         return write_missing_samples(out_dir, world, diffusion_config, device, buckets.parse_sizes(train.buckets))
+    train, precision = stage_precision(train, checkpoint, device)  # the checkpoint records it
 
     # ---- models, EMA copies and optimizer, from the checkpoint when resuming
     text_encoder, dit, ema_text_encoder, ema_dit, optimizer = dit_models(text_config, dit_config, train, device)
@@ -1222,7 +1246,7 @@ def train_dit(train, world, vae_config, dit_config, text_config, diffusion_confi
     ready_text_encoder(text_encoder, ema_text_encoder, checkpoint is None, world, text_config, train, device)
     tokens = buckets.size_cost_tokens(vae.config, dit_config)
     plan = bucket_plan(train, world, train.dit_batch_size, tokens, stream=4, steps=steps)
-    flops_per_token, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device)
+    flops_per_token, header = dit_stage_header(vae, dit, text_encoder, world, train, steps, device, precision)
     log(out_dir, (f"resuming {path} at step {start_step}\n" if start_step else "") + header + bucket_note(plan))
 
     weights = loss_channel_weights(vae.config.latent_channels, motion_channels, train.motion_weight)

@@ -61,6 +61,8 @@ def count(step):
     plain matrix products whose weights (B, heads, L, S) are saved too, which a GPU's fused attention does not
     store: there the figure is an upper bound."""
     saved, seen = 0, set()
+    if common.cpu_has_bf16_matmul():  # --precision auto times bf16 once per process (common.uses_bf16): do it
+        common.cpu_bf16_speedup()  # now, so that the timing's own products are not counted as the step's
 
     def pack(tensor):
         nonlocal saved
@@ -273,9 +275,10 @@ def bench(configs, device, seconds):
     frozen VAE and the latent cache (estimate counts the first two)."""
     peak = matmul_rate(device) if device.type == "cpu" else train.peak_flops(device)
     peak_name = "the fp32 matmul rate measured here" if device.type == "cpu" else "the bf16 peak (MFU)"
-    if device.type == "cpu" and common.uses_bf16(device, configs["train"].precision):
-        print(f"bf16 autocast on the CPU: bf16 matmul rate here {matmul_rate(device, dtype=torch.bfloat16) / 1e9:,.0f}"
-              f" GFLOP/s (the ratios below stay against fp32's, {peak / 1e9:,.0f})")
+    if device.type == "cpu" and common.cpu_has_bf16_matmul():  # bf16 instructions: say whether they pay here
+        used = "bf16 autocast" if common.uses_bf16(device, configs["train"].precision) else "fp32"
+        print(f"bf16 on this CPU: matmul rate here {matmul_rate(device, dtype=torch.bfloat16) / 1e9:,.0f} GFLOP/s; "
+              f"the steps below run in {used} (the ratios stay against fp32's rate, {peak / 1e9:,.0f})")
     train_config = configs["train"]
     steps = {"vae": (lambda on: vae_step(configs, on), train_config.vae_batch_size, "clips"),
              "dit": (lambda on: dit_step(configs, on), video_tokens(configs), "video tokens")}

@@ -76,8 +76,10 @@ def test_estimate_accounts_for_encoding_and_memory(tmp_path, capsys):
 def test_bench_prints_each_stage(tmp_path, capsys):
     train.main(TINY + ["--bench", "0.01", "--latent-cache", "0", "--out-dir", str(tmp_path / "never")])
     lines = capsys.readouterr().out.splitlines()
-    if common.uses_bf16(torch.device("cpu")):  # the bf16 matmul rate first, beside fp32's
-        assert lines.pop(0).startswith("bf16 autocast on the CPU: bf16 matmul rate here")
+    if common.cpu_has_bf16_matmul():  # the bf16 matmul rate first, and which precision the steps use
+        first = lines.pop(0)
+        used = "bf16 autocast" if common.uses_bf16(torch.device("cpu")) else "fp32"  # as --precision auto decides
+        assert first.startswith("bf16 on this CPU: matmul rate here") and f"the steps below run in {used} " in first
     assert [line.split()[0] for line in lines[:3]] == ["vae", "dit", "encode"]
     assert all("GFLOP/s = " in line and "% of the fp32 matmul rate" in line for line in lines[:3])
     assert "of the dit step" in lines[3] and not os.path.exists(tmp_path / "never")
