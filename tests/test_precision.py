@@ -45,7 +45,8 @@ def test_a_stage_makes_auto_concrete_and_a_resumed_stage_keeps_what_its_checkpoi
     monkeypatch.setattr(common, "cpu_has_bf16_matmul", lambda: True)
     monkeypatch.setattr(common, "cpu_bf16_speedup", lambda: 2.2)  # auto would say bf16 here now
     fresh, note = train.stage_precision(train.TrainConfig(), None, CPU)
-    assert fresh.precision == "bf16" and note == " (bf16 autocast: bf16 matrix products measured 2.2x as fast as fp32 here)"
+    assert fresh.precision == "bf16"
+    assert note == " (bf16 autocast: bf16 matrix products measured 2.2x as fast as fp32 here)"
     started_in_fp32 = {"config": {"train": {"precision": "fp32"}}}  # what a checkpoint of a fresh fp32 stage records
     resumed, note = train.stage_precision(train.TrainConfig(), started_in_fp32, CPU)
     assert resumed.precision == "fp32" and note == " (fp32, kept from the checkpoint)"
