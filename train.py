@@ -341,13 +341,14 @@ def ranks_note():
     return f" over {RANKS.size} ranks" if RANKS.size > 1 else ""
 
 
-def precision_note(device, precision):
-    """' (bf16 autocast)' or ' (fp32)' for a stage's first log line; with --precision auto on a CPU with bf16
-    instructions, also the measured speed-up that decided it (common.cpu_bf16_speedup)."""
+def precision_note(device, precision, why=""):
+    """' (bf16 autocast)' or ' (fp32)' for a stage's first log line, `why` added inside the brackets; with
+    --precision auto on a CPU with bf16 instructions, why is the measured speed-up that decided it
+    (common.cpu_bf16_speedup)."""
     name = "bf16 autocast" if common.uses_bf16(device, precision) else "fp32"
     if precision == "auto" and device.type == "cpu" and common.cpu_has_bf16_matmul():
-        name += f": bf16 matrix products measured {common.cpu_bf16_speedup():.1f}x as fast as fp32 here"
-    return f" ({name})"
+        why = f": bf16 matrix products measured {common.cpu_bf16_speedup():.1f}x as fast as fp32 here"
+    return f" ({name}{why})"
 
 
 def stage_precision(train, checkpoint, device):
@@ -359,8 +360,7 @@ def stage_precision(train, checkpoint, device):
     if train.precision != "auto":
         return train, precision_note(device, train.precision)
     if recorded != "auto":  # (a checkpoint from before this rule recorded "auto": decided afresh below)
-        used = "bf16 autocast" if common.uses_bf16(device, recorded) else "fp32"
-        return replace(train, precision=recorded), f" ({used}, kept from the checkpoint)"
+        return replace(train, precision=recorded), precision_note(device, recorded, ", kept from the checkpoint")
     note = precision_note(device, "auto") if RANKS.main else ""
     choice = [("bf16" if common.uses_bf16(device) else "fp32") if RANKS.main else None]
     if dist.is_initialized():
