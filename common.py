@@ -143,19 +143,28 @@ def lr_at(step, base_lr, warmup, total):
 
 
 class Sampling(NamedTuple):
-    """The sampler's settings, as generate() takes them: Euler steps, classifier-free guidance scale, and the
-    timestep shift (see diffusion.sample)."""
+    """The sampler's settings, as generate() takes them: Euler steps, classifier-free guidance scale, the timestep
+    shift, and the guidance scale of the steps at t <= low_noise_t (see diffusion.sample). Sampling() itself
+    guides at one scale at every step; a checkpoint's settings come from sampling_settings (sample.sampling_for)."""
     steps: int = 32
     guidance_scale: float = 4.0
     shift: float = 1.0
+    low_noise_guidance: float | None = None
+    low_noise_t: float = 0.5
 
 
 def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
     """A DiffusionConfig's Sampling, with a command line's --steps and --cfg in their place where given (None: not
-    given)."""
-    return Sampling(steps=diffusion_config.sample_steps if steps is None else steps,
-                    guidance_scale=diffusion_config.guidance_scale if guidance_scale is None else guidance_scale,
-                    shift=diffusion_config.shift)
+    given). --cfg S asks for one scale, S at every step; without it the config's scale drops to its
+    low_noise_guidance from low_noise_t down, never above guidance_scale (--guidance-scale 1 stays unguided)."""
+    if guidance_scale is None:
+        guidance_scale = diffusion_config.guidance_scale
+        low_noise_guidance = min(diffusion_config.low_noise_guidance, guidance_scale)
+    else:
+        low_noise_guidance = None
+    return Sampling(steps=diffusion_config.sample_steps if steps is None else steps, guidance_scale=guidance_scale,
+                    shift=diffusion_config.shift, low_noise_guidance=low_noise_guidance,
+                    low_noise_t=diffusion_config.low_noise_t)
 
 
 def shift_flag(text):

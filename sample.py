@@ -63,7 +63,7 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     the same video on every device.
 
     models: a common.Models (the VAE, text encoder and DiT; its checkpoint is not read).
-    sampling: a common.Sampling (Euler steps, guidance scale, timestep shift).
+    sampling: a common.Sampling (Euler steps, guidance scales, timestep shift).
 
     given: (latents (B, c, f, h, w), given (B, f) bool) from `given_window`: the latent frames marked True are
         kept exactly, and the model is told they are clean (t = 0 there), as in training (with tokens of several
@@ -77,7 +77,6 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
         raise ValueError(f"prompts must be a non-empty list of strings: got {prompts!r}")
     vae, text_encoder, dit = models.vae, models.text_encoder, models.dit
     common.check_size(vae.config, dit.config, frames, height, width)
-    steps, guidance_scale, shift = sampling
     device = next(dit.parameters()).device
     B = len(prompts)
     c, f, h, w = vae.latent_shape(frames, height, width)
@@ -93,12 +92,14 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     if edit is not None:
         noise = add_noise(with_motion(edit), noise, torch.full((B,), strength, device=device))  # at t = strength
     # Rows [:B] carry the prompts, rows [B:] the empty caption: the unconditional half of guidance.
-    captions = prompts + [""] * B if guidance_scale != 1 else prompts
+    guided = sampling.guidance_scale != 1 or sampling.low_noise_guidance not in (None, 1)
+    captions = prompts + [""] * B if guided else prompts
     with autocast(device):
         text, mask, pooled = text_encoder.encode(captions)  # (2B, S, E), (2B, S), (2B, E)
         velocity_fn = lambda x, t: dit(x, t, text[:len(x)], mask[:len(x)], pooled[:len(x)])
-        latents = sample(velocity_fn, noise, steps, shift=shift, guidance_scale=guidance_scale,
-                         given_latents=given_latents, given_frames=given_frames,
+        latents = sample(velocity_fn, noise, sampling.steps, shift=sampling.shift,
+                         guidance_scale=sampling.guidance_scale, low_noise_guidance=sampling.low_noise_guidance,
+                         low_noise_t=sampling.low_noise_t, given_latents=given_latents, given_frames=given_frames,
                          t_start=strength if edit is not None else 1.0,
                          temporal_patch=dit.config.patch_size[0])  # (B, c + motion, f, h, w)
     # The VAE decodes in fp32 even where the DiT ran in bf16: it is run once, and a given frame then comes back
@@ -321,8 +322,8 @@ def parse_args(argv=None):
     parser.add_argument("--height", type=int, default=None, help="H (default: the training clips', or the input's)")
     parser.add_argument("--width", type=int, default=None, help="W (default: the training clips', or the input's)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale >= 0; 1 = none (default: the "
-                        "checkpoint's)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale >= 0 at every step; 1 = none "
+                        "(default: the checkpoint's, 4 and 2.5 below t = 0.5 in the presets)")
     parser.add_argument("--shift", type=common.shift_flag, default=None, help="timestep shift > 0 (above 1: more "
                         "steps at high noise), or 'scaled': the checkpoint's times sqrt(tokens / training tokens), "
                         "SD3's rule for other sizes (default: the checkpoint's)")

@@ -76,7 +76,7 @@ class PromptingRun:
     world: data.WorldConfig
     config: EvalConfig
     classifier: torch.nn.Module
-    sampling: common.Sampling  # steps, guidance scale and shift, as the checkpoint trained them
+    sampling: common.Sampling  # steps, guidance scales and shift, as the checkpoint trained them
     device: torch.device
     n: int  # clips per mode
     seed: int

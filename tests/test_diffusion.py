@@ -100,6 +100,42 @@ def test_guidance_extrapolates():
         torch.testing.assert_close(guided_velocity(velocity_fn, x, t, s), v_uncond + s * (v_cond - v_uncond))
 
 
+def test_guidance_drops_to_its_low_noise_scale_below_low_noise_t():
+    """The conditional velocity is 1 and the unconditional 0 everywhere, so the guided velocity IS the step's
+    scale and the sampler moves x by sum(dt * scale): 4 over the steps from t > 0.5, 2.5 over the rest."""
+    steps, shift = 8, 3.0
+    seen = []
+
+    def velocity_fn(x_t, t):  # rows [:B] conditioned, rows [B:] unconditional
+        seen.append((t[0].item(), x_t.shape[0]))
+        return torch.cat([torch.ones_like(x_t[:2]), torch.zeros_like(x_t[2:])])
+
+    out = sample(velocity_fn, torch.zeros(SHAPE), steps, shift=shift, guidance_scale=4.0, low_noise_guidance=2.5,
+                 low_noise_t=0.5)
+    grid = [shift * u / (1 + (shift - 1) * u) for u in (1 - i / steps for i in range(steps + 1))]  # the shifted grid
+    expected = -sum((a - b) * (4.0 if a > 0.5 else 2.5) for a, b in zip(grid[:-1], grid[1:]))
+    torch.testing.assert_close(out, torch.full(SHAPE, expected), atol=1e-5, rtol=0)
+    assert [round(t, 5) for t, _ in seen] == [round(t, 5) for t in grid[:-1]] and 0 < expected + 4 < 1.5
+    # low_noise_guidance None, or equal to guidance_scale: one scale at every step, as before
+    for low in (None, 4.0):
+        out = sample(velocity_fn, torch.zeros(SHAPE), steps, shift=shift, guidance_scale=4.0, low_noise_guidance=low)
+        torch.testing.assert_close(out, torch.full(SHAPE, -4.0), atol=1e-5, rtol=0)
+    # no guidance at low noise: those steps run the conditional rows alone
+    seen.clear()
+    sample(lambda x_t, t: seen.append(x_t.shape[0]) or torch.ones_like(x_t), torch.zeros(SHAPE), steps, shift=shift,
+           guidance_scale=4.0, low_noise_guidance=1.0)
+    assert seen == [4 if a > 0.5 else 2 for a in grid[:-1]] and 2 in seen and 4 in seen
+    # an edit that starts at t <= low_noise_t (SDEdit, strength 0.5) is guided at guidance_scale throughout
+    out = sample(velocity_fn, torch.zeros(SHAPE), 4, guidance_scale=4.0, low_noise_guidance=2.5, t_start=0.5)
+    torch.testing.assert_close(out, torch.full(SHAPE, -4.0 * 0.5), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="low_noise_guidance"):
+        sample(velocity_fn, torch.zeros(SHAPE), 4, guidance_scale=4.0, low_noise_guidance=float("inf"))
+    with pytest.raises(ValueError, match="low_noise_t"):
+        DiffusionConfig(low_noise_t=1.5)
+    with pytest.raises(ValueError, match="low_noise_guidance"):
+        DiffusionConfig(low_noise_guidance=float("nan"))
+
+
 def test_shift_timesteps():
     t = torch.linspace(0, 1, 101)
     for s in [0.5, 1.0, 3.0]:

@@ -324,7 +324,7 @@ def test_generate_refuses_empty_prompts_and_zero_steps(trained):
         sample.generate(models, "a 3", 5, 32, 32)
     with pytest.raises(ValueError, match="steps must be at least 1"):
         sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(steps=0))
-    with pytest.raises(ValueError, match="guidance_scale must be finite"):
+    with pytest.raises(ValueError, match="guidance_scale and low_noise_guidance must be finite"):
         sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(1, float("nan")))
 
 

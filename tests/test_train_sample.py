@@ -14,6 +14,7 @@ import common
 import data
 import sample
 import train
+from diffusion import DiffusionConfig
 from text_encoder import TextEncoder, TextEncoderConfig, tokenize
 
 CPU = torch.device("cpu")
@@ -91,6 +92,15 @@ def test_sample_is_reproducible_and_guidance_one_skips_the_unconditional_pass(tr
     models.dit.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     sample.generate(models, ["a 3", "a 4"], 5, 32, 32, common.Sampling(steps=2, guidance_scale=1.0))
     assert calls == [2, 2]  # no doubled (unconditional) batch at scale 1
+    # the checkpoint's settings: 4, dropping to 2.5 below t = 0.5; --cfg S asks for S at every step
+    settings = sample.sampling_for(models, 5, 32, 32)
+    assert (settings.guidance_scale, settings.low_noise_guidance, settings.low_noise_t) == (4.0, 2.5, 0.5)
+    assert sample.sampling_for(models, 5, 32, 32, guidance_scale=1.0).low_noise_guidance is None
+    unguided = common.sampling_settings(DiffusionConfig(guidance_scale=1.0))  # never above guidance_scale
+    assert (unguided.guidance_scale, unguided.low_noise_guidance) == (1.0, 1.0)
+    calls.clear()
+    sample.generate(models, ["a 3", "a 4"], 5, 32, 32, common.Sampling(2, 1.0, low_noise_guidance=2.5, low_noise_t=0.6))
+    assert calls == [2, 4]  # the first step (t = 1) unguided, the second (t = 0.5) guided: both halves run
 
 
 def test_sample_errors_say_what_to_do(trained, tmp_path):
