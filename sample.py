@@ -323,7 +323,7 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int, default=None, help="W (default: the training clips', or the input's)")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: the checkpoint's)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale >= 0 at every step; 1 = none "
-                        "(default: the checkpoint's, 4 and 2.5 below t = 0.5 in the presets)")
+                        "(default: the checkpoint's: 4, and 2.5 from t = 0.5 down)")
     parser.add_argument("--shift", type=common.shift_flag, default=None, help="timestep shift > 0 (above 1: more "
                         "steps at high noise), or 'scaled': the checkpoint's times sqrt(tokens / training tokens), "
                         "SD3's rule for other sizes (default: the checkpoint's)")
