@@ -190,7 +190,11 @@ def given_frame_modes(run, modes):
     given_out = torch.cat([videos[:, :, F - start:F], videos[:, :, 2 * F - start - end:2 * F - start]], 2)
     given_in = torch.cat([a[:, :, F - start:], b[:, :, :end]], 2)
     given_vae = torch.cat([recon(run, a)[:, :, F - start:], recon(run, b)[:, :, :end]], 2)
-    modes["connect"] = {"clips": n, "given_psnr": psnr(given_out, given_in), "vae_psnr": psnr(given_vae, given_in)}
+    # Where the window's generated frames meet b's given ones, against a plain cut from a to b (no transition).
+    threshold, junction = run.config.threshold, 2 * F - start - end
+    modes["connect"] = {"clips": n, "given_psnr": psnr(given_out, given_in), "vae_psnr": psnr(given_vae, given_in),
+                        "junction_ratio": junction_ratio(videos, junction, threshold),
+                        "junction_ratio_cut": junction_ratio(torch.cat([a, b], 2), F, threshold)}
 
 
 def edit_modes(run, modes, strengths):
@@ -212,18 +216,33 @@ def edit_modes(run, modes, strengths):
             modes[f"edit {kind} @ {strength}"] = row
 
 
-def seam_ratio(videos, threshold):
-    """How far the ink's centre jumps from the last frame to the first, against its typical frame-to-frame move."""
+def ink_centres(videos, threshold):
+    """(B, F, 2): the (x, y) centre of each frame's ink, in pixels. Only ink above threshold counts, so the
+    background's faint noise does not pull the centre; a frame without ink has its centre at (0, 0)."""
     x = as_frames(videos).cpu()  # (B, F, H, W)
-    ink = x * (x > threshold)  # (B, F, H, W): the background's faint noise does not pull the centre
+    ink = x * (x > threshold)  # (B, F, H, W)
     H, W = x.shape[-2:]
     mass = ink.sum((2, 3)).clamp(min=1e-6)  # (B, F)
-    centre = torch.stack([(ink.sum(2) * (torch.arange(W) + 0.5)).sum(2) / mass,
-                          (ink.sum(3) * (torch.arange(H) + 0.5)).sum(2) / mass], -1)  # (B, F, 2) x, y
+    return torch.stack([(ink.sum(2) * (torch.arange(W) + 0.5)).sum(2) / mass,
+                        (ink.sum(3) * (torch.arange(H) + 0.5)).sum(2) / mass], -1)  # (B, F, 2)
+
+
+def seam_ratio(videos, threshold):
+    """How far the ink's centre jumps from the last frame to the first, against its typical frame-to-frame move."""
+    centre = ink_centres(videos, threshold)  # (B, F, 2)
     steps = (centre[:, 1:] - centre[:, :-1]).norm(dim=-1)  # (B, F - 1)
     seam = (centre[:, 0] - centre[:, -1]).norm(dim=-1)  # (B,)
     # A ratio of means over the clips, so that clips of still digits (no steps, no seam) cannot divide by 0.
     return float(seam.mean() / steps.mean())
+
+
+def junction_ratio(videos, frame, threshold):
+    """How far the ink's centre jumps from frame - 1 to `frame`, against its mean move between the other pairs of
+    neighbouring frames (about 1: the junction is an ordinary step). Given frames can come back sharp while the
+    generated ones fail to meet them; this measures the meeting, which their PSNR cannot."""
+    steps = (ink_centres(videos, threshold).diff(dim=1)).norm(dim=-1)  # (B, F - 1): steps[:, k] is k -> k + 1
+    others = torch.cat([steps[:, :frame - 1], steps[:, frame:]], 1)  # (B, F - 2)
+    return float(steps[:, frame - 1].mean() / others.mean())  # a ratio of means, as seam_ratio
 
 
 def loop_mode(run, modes):
@@ -251,6 +270,9 @@ def evaluate_prompting(out_dir, n, device, seed=0, json_path=None, config=None, 
       latent frame's worth of generated frames (next to the given ones) and in all; and the world metrics;
     - edit: the first digit or its direction changed in the caption, SDEdit at each strength; the new prompt's
       metrics, and how far the digit is from the source clip's path (what an edit should keep);
+    - connect: also how far the ink jumps where the generated frames meet the second video's given ones,
+      against its typical frame-to-frame move (1: an ordinary step), and the same for a plain cut from one video
+      to the other;
     - loop: how far the ink's centre jumps from the last frame to the first, against how far it moves from one
       frame to the next (1 or less: the seam is an ordinary step), and the same ratio for real clips, which do
       not loop.
@@ -274,7 +296,7 @@ def prompting_tables(report):
         ["| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         + [f"| {name} | " + " | ".join(cell(modes[name].get(c)) for c in columns) + " |" for name in rows])
     kept = ("clips", "given_psnr", "vae_psnr", "position_error_first", "position_error_all", "identity", "direction",
-            "speed", "count", "persistence", "physics")
+            "speed", "count", "persistence", "physics", "junction_ratio", "junction_ratio_cut")
     edits = ("clips", "identity", "direction", "speed", "count", "persistence", "source_position_error")
     return "\n\n".join([table(kept, ("animate", "extend forward", "extend backward", "connect")),
                          table(edits, [name for name in modes if name.startswith("edit")]),

@@ -349,4 +349,23 @@ def test_evaluate_prompting_report(trained, capsys):
         assert {"given_psnr", "vae_psnr", "position_error_first", "position_error_all", "identity"} <= set(modes[name])
         assert 0 <= modes[name]["position_error_first"] <= 16 and modes[name]["vae_psnr"] > 0  # a 2-step VAE: only finite
     assert modes["loop"]["seam_ratio_real"] > 0 and "source_position_error" in modes["edit digit @ 0.7"]
+    assert modes["connect"]["junction_ratio"] >= 0 and modes["connect"]["junction_ratio_cut"] >= 0
     assert "| extend backward |" in capsys.readouterr().out
+
+
+def test_seam_and_junction_ratios_measure_jumps_of_the_ink():
+    """A 4x4 square moving 1 px a frame: its steps are ordinary (ratio 1) until it jumps 6 px at one frame, and a
+    clip that ends where it began loops with no seam."""
+    def square_video(xs):  # one clip (1, 1, F, 16, 32), a square with its left edge at each x, in [-1, 1]
+        video = -torch.ones(1, 1, len(xs), 16, 32)
+        for f, x in enumerate(xs):
+            video[0, 0, f, 6:10, x:x + 4] = 1
+        return video
+    threshold = scoring.EvalConfig().threshold
+    steady = square_video(range(2, 11))  # 1 px a frame
+    assert prompting_eval.junction_ratio(steady, 4, threshold) == pytest.approx(1.0)
+    jumped = square_video([2, 3, 4, 5, 11, 12, 13, 14, 15])  # 6 px from frame 3 to frame 4
+    assert prompting_eval.junction_ratio(jumped, 4, threshold) == pytest.approx(6.0)
+    assert prompting_eval.seam_ratio(steady, threshold) == pytest.approx(8.0)  # 8 px back to the start, 1 px steps
+    there_and_back = square_video([2, 3, 4, 5, 6, 5, 4, 3, 2])
+    assert prompting_eval.seam_ratio(there_and_back, threshold) == pytest.approx(0.0)
