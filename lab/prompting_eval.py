@@ -187,14 +187,21 @@ def given_frame_modes(run, modes):
                                                    prompts[i], F, (start, end), sampling=sampling, seed=seed + i.start))
     a, b = clips[:n, :, :F].cpu(), clips[n:, :, :F].cpu()
     # The output is a[:F - start], the window (a's last `start` frames, new ones, b's first `end`), b[end:].
-    given_out = torch.cat([videos[:, :, F - start:F], videos[:, :, 2 * F - start - end:2 * F - start]], 2)
+    given_end = 2 * F - start - end  # the output frame that shows b's first frame
+    given_out = torch.cat([videos[:, :, F - start:F], videos[:, :, given_end:given_end + end]], 2)
     given_in = torch.cat([a[:, :, F - start:], b[:, :, :end]], 2)
     given_vae = torch.cat([recon(run, a)[:, :, F - start:], recon(run, b)[:, :, :end]], 2)
-    # Where the window's generated frames meet b's given ones, against a plain cut from a to b (no transition).
-    threshold, junction = run.config.threshold, 2 * F - start - end
     modes["connect"] = {"clips": n, "given_psnr": psnr(given_out, given_in), "vae_psnr": psnr(given_vae, given_in),
-                        "junction_ratio": junction_ratio(videos, junction, threshold),
-                        "junction_ratio_cut": junction_ratio(torch.cat([a, b], 2), F, threshold)}
+                        **connect_junctions(videos, a, b, start, end, run.config.threshold)}
+
+
+def connect_junctions(videos, a, b, start, end, threshold):
+    """Where a connect's generated frames meet the second video's given ones: {"junction_ratio": of the connected
+    videos (B, 1, 3F - start - end, H, W) = a[:F - start], the window, b[end:], at b's first frame;
+    "junction_ratio_cut": of a plain cut from a (B, 1, F, H, W) to b (no transition), for comparison}."""
+    F = a.shape[2]
+    return {"junction_ratio": junction_ratio(videos, 2 * F - start - end, threshold),
+            "junction_ratio_cut": junction_ratio(torch.cat([a, b], 2), F, threshold)}
 
 
 def edit_modes(run, modes, strengths):
@@ -217,8 +224,9 @@ def edit_modes(run, modes, strengths):
 
 
 def ink_centres(videos, threshold):
-    """(B, F, 2): the (x, y) centre of each frame's ink, in pixels. Only ink above threshold counts, so the
-    background's faint noise does not pull the centre; a frame without ink has its centre at (0, 0)."""
+    """(B, F, 2): the (x, y) centre of each frame's ink, in pixels, for videos (B, 1, F, H, W) in [-1, 1] (or
+    anything as_frames takes). Only ink above threshold (on [0, 1]) counts, so the background's faint noise does
+    not pull the centre; a frame without ink has its centre at (0, 0)."""
     x = as_frames(videos).cpu()  # (B, F, H, W)
     ink = x * (x > threshold)  # (B, F, H, W)
     H, W = x.shape[-2:]
@@ -230,7 +238,7 @@ def ink_centres(videos, threshold):
 def seam_ratio(videos, threshold):
     """How far the ink's centre jumps from the last frame to the first, against its typical frame-to-frame move."""
     centre = ink_centres(videos, threshold)  # (B, F, 2)
-    steps = (centre[:, 1:] - centre[:, :-1]).norm(dim=-1)  # (B, F - 1)
+    steps = centre.diff(dim=1).norm(dim=-1)  # (B, F - 1)
     seam = (centre[:, 0] - centre[:, -1]).norm(dim=-1)  # (B,)
     # A ratio of means over the clips, so that clips of still digits (no steps, no seam) cannot divide by 0.
     return float(seam.mean() / steps.mean())
@@ -239,8 +247,12 @@ def seam_ratio(videos, threshold):
 def junction_ratio(videos, frame, threshold):
     """How far the ink's centre jumps from frame - 1 to `frame`, against its mean move between the other pairs of
     neighbouring frames (about 1: the junction is an ordinary step). Given frames can come back sharp while the
-    generated ones fail to meet them; this measures the meeting, which their PSNR cannot."""
-    steps = (ink_centres(videos, threshold).diff(dim=1)).norm(dim=-1)  # (B, F - 1): steps[:, k] is k -> k + 1
+    generated ones fail to meet them; this measures the meeting, which their PSNR cannot. videos: (B, 1, F, H, W)
+    or anything as_frames takes, F >= 3 (so that other steps are left to compare with); frame: 1 .. F - 1."""
+    steps = ink_centres(videos, threshold).diff(dim=1).norm(dim=-1)  # (B, F - 1): steps[:, k] is k -> k + 1
+    if steps.shape[1] < 2 or not 1 <= frame <= steps.shape[1]:
+        raise ValueError(f"junction_ratio needs F >= 3 frames and frame in 1 .. F - 1: got F = {steps.shape[1] + 1},"
+                         f" frame {frame}")
     others = torch.cat([steps[:, :frame - 1], steps[:, frame:]], 1)  # (B, F - 2)
     return float(steps[:, frame - 1].mean() / others.mean())  # a ratio of means, as seam_ratio
 

@@ -356,8 +356,8 @@ def test_evaluate_prompting_report(trained, capsys):
 def test_seam_and_junction_ratios_measure_jumps_of_the_ink():
     """A 4x4 square moving 1 px a frame: its steps are ordinary (ratio 1) until it jumps 6 px at one frame, and a
     clip that ends where it began loops with no seam."""
-    def square_video(xs):  # one clip (1, 1, F, 16, 32), a square with its left edge at each x, in [-1, 1]
-        video = -torch.ones(1, 1, len(xs), 16, 32)
+    def square_video(xs):  # one clip (1, 1, F, 16, 48), a square with its left edge at each x, in [-1, 1]
+        video = -torch.ones(1, 1, len(xs), 16, 48)
         for f, x in enumerate(xs):
             video[0, 0, f, 6:10, x:x + 4] = 1
         return video
@@ -366,6 +366,16 @@ def test_seam_and_junction_ratios_measure_jumps_of_the_ink():
     assert prompting_eval.junction_ratio(steady, 4, threshold) == pytest.approx(1.0)
     jumped = square_video([2, 3, 4, 5, 11, 12, 13, 14, 15])  # 6 px from frame 3 to frame 4
     assert prompting_eval.junction_ratio(jumped, 4, threshold) == pytest.approx(6.0)
+    # A connect of 9-frame windows, 1 frame given from a and 2 from b: a[:8], the window, b[2:]. The ink moves
+    # 1 px a frame everywhere but into the window's first given frame of b (output frame 15), and a cut from a to b
+    # jumps 5 px.
+    a, b = square_video(range(2, 11)), square_video(range(15, 24))
+    xs = list(range(2, 17)) + list(range(22, 31))  # 24 frames: 1 px steps, then 6 px into frame 15
+    junctions = prompting_eval.connect_junctions(square_video(xs), a, b, 1, 2, threshold)
+    assert junctions["junction_ratio"] == pytest.approx(6.0) and xs[15] - xs[14] == 6
+    assert junctions["junction_ratio_cut"] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="frame in 1 .. F - 1"):
+        prompting_eval.junction_ratio(jumped, 9, threshold)
     assert prompting_eval.seam_ratio(steady, threshold) == pytest.approx(8.0)  # 8 px back to the start, 1 px steps
     there_and_back = square_video([2, 3, 4, 5, 6, 5, 4, 3, 2])
     assert prompting_eval.seam_ratio(there_and_back, threshold) == pytest.approx(0.0)
