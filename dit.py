@@ -6,7 +6,8 @@ transformers for video generation"). Ours predicts the rectified-flow velocity i
 gives the clean patches as x0 = x_t - t * velocity. Each block is DiT's adaLN-Zero block plus a cross-attention
 to the caption (or, with DiTConfig.cross_attention off, the caption's pooled vector in adaLN alone); attention
 uses QK-norm and 3D RoPE (patchify.py) and no learned position table, so the same weights run on any grid of
-latent frames, rows and columns.
+latent frames, rows and columns. Optionally (DiTConfig.edge_distances) each token also learns how far it is from its
+frame's edges, which RoPE's offsets leave the model to guess: where the walls are on a canvas of any size.
 
 Papers: Scalable Diffusion Models with Transformers (DiT, Peebles & Xie, arXiv:2212.09748) for adaLN-Zero,
 TimestepEmbedder and FinalLayer; PixArt-alpha (Chen et al., arXiv:2310.00426) for text cross-attention in a DiT
@@ -21,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from patchify import RoPE3D, apply_rope, patchify, rope_axis_dims, unpatchify
+from patchify import RoPE3D, apply_rope, edge_distances, patchify, rope_axis_dims, unpatchify
 
 
 @dataclass
@@ -37,6 +38,10 @@ class DiTConfig:
     # False: no cross-attention; the caption steers every block through its pooled vector in adaLN alone, as DiT's
     # class label does. Enough for a caption of one digit's attributes, which the pooled vector holds whole.
     cross_attention: bool = True
+    # E > 0: every token also learns where its frame's edges are: an embedding of its distance, in tokens, to each
+    # of the four edges, clipped at E - 1 (see edge_distances). RoPE alone gives only relative positions, so a
+    # model trained on several canvas sizes could place the walls only by guessing; 0: off.
+    edge_distances: int = 0
 
     def __post_init__(self):
         self.patch_size = tuple(self.patch_size)  # a list from the command line or a checkpoint works too
@@ -46,6 +51,8 @@ class DiTConfig:
             raise ValueError(
                 f"dim must be divisible by heads: got dim {self.dim}, heads {self.heads}; e.g. heads = dim // 64"
             )
+        if self.edge_distances < 0:
+            raise ValueError(f"edge_distances must be >= 0 (0: off): got {self.edge_distances}")
         rope_axis_dims(self.dim // self.heads)  # raises if the head cannot be split among time, height, width
 
 
@@ -263,6 +270,10 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(config.dim)
         self.text_pooled_embed = nn.Linear(config.text_dim, config.dim)  # the caption's summary joins t in cond
         self.rope = RoPE3D(config.dim // config.heads, config.rope_theta)
+        if config.edge_distances:
+            # one table of E rows per edge (top, bottom, left, right); zero at init, so the model starts as without
+            self.edge_embed = nn.Embedding(4 * config.edge_distances, config.dim)
+            nn.init.zeros_(self.edge_embed.weight)
         self.blocks = nn.ModuleList(
             DiTBlock(config.dim, config.heads, config.text_dim, config.mlp_ratio, config.cross_attention)
             for _ in range(config.depth)
@@ -288,6 +299,9 @@ class DiT(nn.Module):
             )
         tokens, grid = patchify(latents, cfg.patch_size)  # (B, L, c*pt*ph*pw), grid (f', h', w')
         x = self.patch_embed(tokens)  # (B, L, D)
+        if cfg.edge_distances:
+            rows = edge_distances(grid, cfg.edge_distances, latents.device)  # (L, 4), each edge's rows
+            x = x + self.edge_embed(rows).sum(1)  # (L, 4, D) -> (L, D), the same for every clip
         t = self.timesteps_per_group(torch.as_tensor(t, dtype=torch.float32, device=latents.device), B, f)
         cond = self.t_embedder(t) + self.text_pooled_embed(text_pooled)[:, None]  # (B, T, D)
         cos, sin = self.rope.tables(grid, latents.device)  # (1, 1, L, head_dim), cached per grid

@@ -8,11 +8,14 @@ ratios"). This file holds both halves of that idea:
 
     patchify / unpatchify   latent (B, c, f, h, w) <-> tokens (B, L, c*pt*ph*pw) on a grid (f', h', w')
     RoPE3D / apply_rope     where a token sits on that grid, as a rotation of attention queries and keys
+    edge_distances          how far a token is from its frame's edges (an optional hint for the DiT)
 
 Papers: An Image is Worth 16x16 Words (ViT, Dosovitskiy et al., arXiv:2010.11929) for patches as tokens;
 ViViT (Arnab et al., arXiv:2103.15691) for spacetime "tubelet" patches; Patch n' Pack (NaViT, Dehghani et al.,
 arXiv:2307.06304) for any resolution and aspect ratio as a sequence; RoFormer (Su et al., arXiv:2104.09864) for
-rotary position embedding; CogVideoX (Yang et al., arXiv:2408.06072) for the 3D RoPE split of the head.
+rotary position embedding; CogVideoX (Yang et al., arXiv:2408.06072) for the 3D RoPE split of the head;
+An Intriguing Failing of Convolutional Neural Networks and the CoordConv Solution (Liu et al., arXiv:1807.03247)
+for giving a network the positions it cannot infer (edge_distances).
 """
 import torch
 import torch.nn as nn
@@ -44,6 +47,23 @@ def patchify(latents, patch_size=(1, 2, 2)):
     x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, f', h', w', c, pt, ph, pw)
     tokens = x.reshape(B, gf * gh * gw, c * pt * ph * pw)  # (B, L, c*pt*ph*pw)
     return tokens, (gf, gh, gw)
+
+
+def edge_distances(grid, clip, device=None):
+    """Each token's distance, in tokens, to the top, bottom, left and right edge of its frame, clipped at clip - 1,
+    as rows of one embedding table: (L, 4) long, edge k's distance d at row k * clip + d, in patchify's token order.
+
+    A CoordConv-style hint (Liu et al., arXiv:1807.03247: give a network the coordinates it cannot infer). RoPE
+    makes attention see only offsets between tokens, so where the canvas ends, which the world's walls are, is
+    otherwise inferred from which offsets are missing. Distances to the edges, unlike coordinates scaled to the
+    canvas (NaViT, arXiv:2307.06304), mean the same on every canvas size; clipped, a larger canvas adds no new
+    rows. grid (f', h', w') as patchify returns it."""
+    f, h, w = grid
+    rows = torch.arange(h, device=device)[:, None].expand(h, w)  # (h', w') each token's row
+    cols = torch.arange(w, device=device)[None, :].expand(h, w)  # (h', w') and column
+    distances = torch.stack([rows, h - 1 - rows, cols, w - 1 - cols], dim=-1).clamp(max=clip - 1)  # (h', w', 4)
+    table_rows = distances + clip * torch.arange(4, device=device)  # (h', w', 4): edge k's rows start at k * clip
+    return table_rows.expand(f, h, w, 4).reshape(f * h * w, 4)  # (L, 4), time-major as patchify's tokens
 
 
 def unpatchify(tokens, grid, patch_size, channels):

@@ -146,6 +146,26 @@ def test_without_cross_attention_the_caption_acts_through_its_pooled_vector_alon
     assert all(p.grad is not None and p.grad.any() for p in model.parameters())  # every weight it has is used
 
 
+def test_edge_embedding_starts_as_a_no_op_and_reaches_the_rows_of_the_grid():
+    """--dit-edge-distances: zero at init, so the model equals the one without it; once learned it changes the
+    output, and a grid two tokens high and three wide reads only the rows of distances 0-1 (top, bottom) and
+    0-2 (left, right) of a table of 4 per edge."""
+    plain, with_edges = tiny_model(), tiny_model(perturb=False, edge_distances=4)
+    missing = with_edges.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["edge_embed.weight"]
+    latents, t = torch.randn(2, 4, 2, 4, 6), torch.rand(2)  # grid (2, 2, 3)
+    features, mask, pooled = captions([4, 6])
+    before = plain(latents, t, features, mask, pooled)
+    assert torch.equal(with_edges(latents, t, features, mask, pooled), before)
+    with torch.no_grad():
+        with_edges.edge_embed.weight.normal_(std=0.1)
+    out = with_edges(latents, t, features, mask, pooled)
+    assert not torch.allclose(out, before)
+    out.square().sum().backward()
+    used = with_edges.edge_embed.weight.grad.abs().sum(1).view(4, 4) > 0  # (edge, distance)
+    assert used.tolist() == [[True, True, False, False]] * 2 + [[True, True, True, False]] * 2
+
+
 def test_runs_under_bf16_autocast():
     model = tiny_model()
     features, mask, pooled = captions([4, 6])
@@ -175,6 +195,7 @@ def test_flops_per_token_matches_flop_counter(cross_attention):
         ({"dim": 16, "heads": 4}, "even head_dim of at least 6"),
         ({"patch_size": (2, 2)}, "three positive ints"),
         ({"patch_size": (1, 0, 2)}, "three positive ints"),
+        ({"edge_distances": -1}, "edge_distances must be >= 0"),
     ],
 )
 def test_bad_config_raises(overrides, message):

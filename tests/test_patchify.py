@@ -3,7 +3,7 @@ relative-position property checked on the attention scores themselves."""
 import pytest
 import torch
 
-from patchify import RoPE3D, apply_rope, patchify, rope_axis_dims, unpatchify
+from patchify import RoPE3D, apply_rope, edge_distances, patchify, rope_axis_dims, unpatchify
 
 
 @pytest.mark.parametrize(
@@ -126,3 +126,11 @@ def test_apply_rope_keeps_input_dtype():
     cos, sin = RoPE3D(16).tables((1, 2, 2), "cpu")
     x = torch.randn(1, 2, 4, 16).bfloat16()
     assert apply_rope(x, cos, sin).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("grid, clip", [((2, 3, 5), 2), ((1, 4, 4), 3), ((3, 1, 2), 4)])
+def test_edge_distances_against_a_loop(grid, clip):
+    f, h, w = grid
+    expected = [[k * clip + min(d, clip - 1) for k, d in enumerate((i, h - 1 - i, j, w - 1 - j))]
+                for _ in range(f) for i in range(h) for j in range(w)]  # patchify's order: time, row, column
+    assert edge_distances(grid, clip).tolist() == expected
