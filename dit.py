@@ -38,9 +38,9 @@ class DiTConfig:
     # False: no cross-attention; the caption steers every block through its pooled vector in adaLN alone, as DiT's
     # class label does. Enough for a caption of one digit's attributes, which the pooled vector holds whole.
     cross_attention: bool = True
-    # E > 0: every token also learns where its frame's edges are: an embedding of its distance, in tokens, to each
-    # of the four edges, clipped at E - 1 (see edge_distances). RoPE alone gives only relative positions, so a
-    # model trained on several canvas sizes could place the walls only by guessing; 0: off.
+    # n >= 2: every token also learns where its frame's edges are: an embedding of its distance, in tokens, to each
+    # of the four edges, clipped at n - 1 (patchify.edge_distances). RoPE alone gives only relative positions, so
+    # a model trained on several canvas sizes could place the walls only by guessing; 0: off.
     edge_distances: int = 0
 
     def __post_init__(self):
@@ -51,8 +51,8 @@ class DiTConfig:
             raise ValueError(
                 f"dim must be divisible by heads: got dim {self.dim}, heads {self.heads}; e.g. heads = dim // 64"
             )
-        if self.edge_distances < 0:
-            raise ValueError(f"edge_distances must be >= 0 (0: off): got {self.edge_distances}")
+        if self.edge_distances < 0 or self.edge_distances == 1:  # 1 would be one constant vector per edge
+            raise ValueError(f"edge_distances must be 0 (off) or at least 2: got {self.edge_distances}")
         rope_axis_dims(self.dim // self.heads)  # raises if the head cannot be split among time, height, width
 
 
@@ -271,7 +271,7 @@ class DiT(nn.Module):
         self.text_pooled_embed = nn.Linear(config.text_dim, config.dim)  # the caption's summary joins t in cond
         self.rope = RoPE3D(config.dim // config.heads, config.rope_theta)
         if config.edge_distances:
-            # one table of E rows per edge (top, bottom, left, right); zero at init, so the model starts as without
+            # 4n rows, n per edge (top, bottom, left, right); zero at init, so the model starts as without
             self.edge_embed = nn.Embedding(4 * config.edge_distances, config.dim)
             nn.init.zeros_(self.edge_embed.weight)
         self.blocks = nn.ModuleList(
@@ -300,8 +300,9 @@ class DiT(nn.Module):
         tokens, grid = patchify(latents, cfg.patch_size)  # (B, L, c*pt*ph*pw), grid (f', h', w')
         x = self.patch_embed(tokens)  # (B, L, D)
         if cfg.edge_distances:
-            rows = edge_distances(grid, cfg.edge_distances, latents.device)  # (L, 4), each edge's rows
-            x = x + self.edge_embed(rows).sum(1)  # (L, 4, D) -> (L, D), the same for every clip
+            edge_rows = edge_distances(grid, cfg.edge_distances, latents.device)  # (L, 4) rows of the table
+            # (L, 4, D) -> (L, D), the same for every clip; cast, or an fp32 table would lift bf16 autocast's x to fp32
+            x = x + self.edge_embed(edge_rows).sum(1).to(x.dtype)
         t = self.timesteps_per_group(torch.as_tensor(t, dtype=torch.float32, device=latents.device), B, f)
         cond = self.t_embedder(t) + self.text_pooled_embed(text_pooled)[:, None]  # (B, T, D)
         cos, sin = self.rope.tables(grid, latents.device)  # (1, 1, L, head_dim), cached per grid

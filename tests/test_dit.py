@@ -166,12 +166,15 @@ def test_edge_embedding_starts_as_a_no_op_and_reaches_the_rows_of_the_grid():
     assert used.tolist() == [[True, True, False, False]] * 2 + [[True, True, True, False]] * 2
 
 
-def test_runs_under_bf16_autocast():
-    model = tiny_model()
+@pytest.mark.parametrize("edge_distances", [0, 4])
+def test_runs_under_bf16_autocast(edge_distances):
+    model = tiny_model(edge_distances=edge_distances)
     features, mask, pooled = captions([4, 6])
+    seen = []  # the dtype of the residual stream entering the first block: bf16, with or without the edge table
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(torch.randn(2, 4, 2, 4, 4), torch.rand(2), features, mask, pooled)
-    assert out.shape == (2, 4, 2, 4, 4) and torch.isfinite(out).all()
+    assert out.shape == (2, 4, 2, 4, 4) and torch.isfinite(out).all() and seen == [torch.bfloat16]
 
 
 @pytest.mark.parametrize("cross_attention", [True, False])
@@ -195,7 +198,8 @@ def test_flops_per_token_matches_flop_counter(cross_attention):
         ({"dim": 16, "heads": 4}, "even head_dim of at least 6"),
         ({"patch_size": (2, 2)}, "three positive ints"),
         ({"patch_size": (1, 0, 2)}, "three positive ints"),
-        ({"edge_distances": -1}, "edge_distances must be >= 0"),
+        ({"edge_distances": -1}, "edge_distances must be 0"),
+        ({"edge_distances": 1}, "edge_distances must be 0"),
     ],
 )
 def test_bad_config_raises(overrides, message):
