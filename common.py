@@ -144,13 +144,15 @@ def lr_at(step, base_lr, warmup, total):
 
 class Sampling(NamedTuple):
     """The sampler's settings, as generate() takes them: Euler steps, classifier-free guidance scale, the timestep
-    shift, and the guidance scale of the steps at t <= low_noise_t (see diffusion.sample). Sampling() itself
-    guides at one scale at every step; a checkpoint's settings come from sampling_settings (sample.sampling_for)."""
+    shift, the guidance scale of the steps at t <= low_noise_t, and the stagger of text-to-video's frames (see
+    diffusion.sample). Sampling() itself guides at one scale at every step and staggers nothing; a checkpoint's
+    settings come from sampling_settings (sample.sampling_for)."""
     steps: int = 32
     guidance_scale: float = 4.0
     shift: float = 1.0
     low_noise_guidance: float | None = None
     low_noise_t: float = 0.5
+    stagger: float = 0.0
 
 
 def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
@@ -164,7 +166,7 @@ def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
         low_noise_guidance = None
     return Sampling(steps=diffusion_config.sample_steps if steps is None else steps, guidance_scale=guidance_scale,
                     shift=diffusion_config.shift, low_noise_guidance=low_noise_guidance,
-                    low_noise_t=diffusion_config.low_noise_t)
+                    low_noise_t=diffusion_config.low_noise_t, stagger=diffusion_config.sample_stagger)
 
 
 def shift_flag(text):
@@ -177,6 +179,17 @@ def shift_flag(text):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a number > 0 (1 = no shift) or 'scaled': got {text}")
+    return value
+
+
+def stagger_flag(text):
+    """argparse type of --stagger (sample.py, evaluate.py): a finite number >= 0 (diffusion.time_grid)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = off): got {text}")
     return value
 
 

@@ -4,14 +4,16 @@ Implements the diffusion half of the Sora report ("Video generation models as wo
 transformers for video generation" (a transformer trained to denoise noisy spacetime patches; Sora predicts
 clean patches, we predict the velocity, which gives the clean patches as x0 = x_t - t * v), and the sampler
 options behind "Prompting with images and videos" (given frames for animating an image or extending a video;
-a partly noised start for video-to-video editing).
+a partly noised start for video-to-video editing), and a staggered time grid that settles a long clip's first
+frames before its later ones.
 
 Papers: Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow (Liu et al.,
 arXiv:2209.03003); Scaling Rectified Flow Transformers for High-Resolution Image Synthesis (SD3, Esser et al.,
 arXiv:2403.03206) for logit-normal timesteps and the timestep shift; Classifier-Free Diffusion Guidance (Ho &
 Salimans, arXiv:2207.12598) and Applying Guidance in a Limited Interval Improves Sample and Distribution Quality
 in Diffusion Models (Kynkaenniemi et al., arXiv:2404.07724), for the milder guidance at low noise; SDEdit (Meng et
-al., arXiv:2108.01073) for editing from a noised input.
+al., arXiv:2108.01073) for editing from a noised input; Diffusion Forcing: Next-token Prediction Meets Full-Sequence
+Diffusion (Chen et al., arXiv:2407.01392) for the staggered grid.
 
 The convention, used everywhere in nanosora and tested in tests/test_diffusion.py:
 
@@ -51,11 +53,17 @@ class DiffusionConfig:
     # guidance only in an interval of noise levels). Equal to guidance_scale: one scale at every step.
     low_noise_guidance: float = 2.5
     low_noise_t: float = 0.5
+    # > 0: the earlier latent frames are denoised ahead of the later ones (`time_grid`, Diffusion Forcing's
+    # pyramid schedule), for a model trained with one timestep per frame (train.py --frame-t-prob). It keeps a
+    # long clip's motion going the way its first frames set off; 0 = every frame on one grid.
+    sample_stagger: float = 0.0
 
     def __post_init__(self):
         for name in ("guidance_scale", "low_noise_guidance"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (1 = no guidance): got {getattr(self, name)}")
+        if not (math.isfinite(self.sample_stagger) and self.sample_stagger >= 0):
+            raise ValueError(f"sample_stagger must be a finite number >= 0 (0 = off): got {self.sample_stagger}")
         if not 0 <= self.low_noise_t <= 1:
             raise ValueError(f"low_noise_t must be a noise level in [0, 1]: got {self.low_noise_t}")
 
@@ -170,7 +178,8 @@ def loss_per_bin(t, per_sample_loss, bins=4):
 
 def guided_velocity(velocity_fn, x_t, t, guidance_scale):
     """Classifier-free guidance: v = v_uncond + s * (v_cond - v_uncond), extrapolating away from the
-    unconditional prediction. x_t (B, c, f, h, w); t (B,) or (B, f).
+    unconditional prediction. x_t (B, c, f, h, w); t (B,) or (B, f); guidance_scale a number, or a tensor
+    (1, 1, f, 1, 1) of one scale per latent frame.
 
     The conditional and unconditional predictions come from ONE call on a doubled batch (2B): the same FLOPs
     as two calls of B, but full GPU batches and half the kernel launches. So velocity_fn must read rows [:B]
@@ -180,16 +189,39 @@ def guided_velocity(velocity_fn, x_t, t, guidance_scale):
         text, mask, pooled = text_encoder.encode(prompts + [""] * B)   # rows [:B] prompts, [B:] unconditional
         velocity_fn = lambda x_t, t: dit(x_t, t, text[:len(x_t)], mask[:len(x_t)], pooled[:len(x_t)])
     """
-    if guidance_scale == 1:
+    if isinstance(guidance_scale, (int, float)) and guidance_scale == 1:
         return velocity_fn(x_t, t)
     both = velocity_fn(torch.cat([x_t, x_t]), torch.cat([t, t]))  # (2B, c, f, h, w)
     v_cond, v_uncond = both.chunk(2)  # (B, c, f, h, w) each
     return v_uncond + guidance_scale * (v_cond - v_uncond)
 
 
+def time_grid(steps, shift, t_start=1.0, frames=1, stagger=0.0):
+    """The noise level of each of `frames` latent frames before every Euler step and after the last: (steps + 1,
+    frames), on the CPU, from t_start down to exactly 0: a uniform grid in "unshifted" time, shifted.
+
+    stagger = 0: one grid for every frame, the usual sampler. stagger > 0: the pyramid schedule of Diffusion
+    Forcing (Chen et al., arXiv:2407.01392): frame k sets off stagger * k / (frames - 1) of the way later than
+    frame 0 (stagger 1: the last frame starts as the first one ends), so the early frames are settled while the
+    later ones are still noisy, and the later ones are then drawn to continue them. The model is still called
+    `steps` times; each frame moves during steps / (1 + stagger) of them. A model needs one timestep per frame in
+    training (train.py --frame-t-prob) to read such inputs. Raises ValueError for a stagger that is not >= 0."""
+    if not (math.isfinite(stagger) and stagger >= 0):
+        raise ValueError(f"stagger must be a finite number >= 0 (0 = every frame on one grid): got {stagger}")
+    # Starting at shift_timesteps(t_start, 1 / shift) makes the shifted grid start exactly at t_start.
+    u_start = shift_timesteps(t_start, 1 / shift)  # a Python float, so exact in double precision
+    if stagger == 0 or frames == 1:
+        u = torch.linspace(u_start, 0, steps + 1)[:, None].expand(steps + 1, frames)  # (steps + 1, frames)
+    else:
+        progress = torch.linspace(0, 1, steps + 1)[:, None]  # (steps + 1, 1): 0 before the first step, 1 after
+        lag = stagger * torch.arange(frames) / (frames - 1)  # (frames,): where on `progress` frame k sets off
+        u = u_start * (1 - (progress * (1 + stagger) - lag).clamp(0, 1))  # (steps + 1, frames)
+    return shift_timesteps(u, shift)
+
+
 @torch.no_grad()
 def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_latents=None, given_frames=None,
-           t_start=1.0, temporal_patch=1, low_noise_guidance=None, low_noise_t=0.5):
+           t_start=1.0, temporal_patch=1, low_noise_guidance=None, low_noise_t=0.5, stagger=0.0):
     """Integrate d x / d t = v from t = t_start down to t = 0 with `steps` Euler steps; returns x0 (B, c, f, h, w).
 
     noise (B, c, f, h, w): pure noise; or, to edit a video (SDEdit), add_noise(video_latents, noise, t_start)
@@ -209,7 +241,9 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
         before every step, put back on the straight path at that step's noise level, add_noise(given, noise, t)
         (the replacement method of RePaint, Lugmayr et al., arXiv:2201.09865), so it ends exactly as given. That
         path needs `noise` to be pure noise: with SDEdit's noised video as `noise`, give no frames that way.
-    Raises ValueError for steps < 1 or a non-finite guidance scale or shift.
+    stagger: 0, or the earlier frames denoised ahead of the later ones (`time_grid`); velocity_fn then gets t of
+        shape (B, f), and each frame is guided at the scale of its own noise level.
+    Raises ValueError for steps < 1, a non-finite guidance scale or shift, or a stagger below 0.
     """
     if low_noise_guidance is None or t_start <= low_noise_t:
         low_noise_guidance = guidance_scale
@@ -218,12 +252,16 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     if not all(math.isfinite(x) for x in (guidance_scale, low_noise_guidance, shift)) or shift <= 0:
         raise ValueError(f"guidance_scale and low_noise_guidance must be finite and shift finite and > 0: got "
                          f"guidance_scale={guidance_scale}, low_noise_guidance={low_noise_guidance}, shift={shift}")
-    # A uniform grid in "unshifted" time, shifted. Starting it at shift_timesteps(t_start, 1 / shift) makes the
-    # shifted grid start exactly at t_start; it always ends exactly at 0. Made on the CPU, so each step's guidance
-    # scale is known before the loop (no GPU sync per step).
-    u_start = shift_timesteps(t_start, 1 / shift)  # a Python float, so exact in double precision
-    t_grid = shift_timesteps(torch.linspace(u_start, 0, steps + 1), shift)  # (steps + 1,)
-    scales = [guidance_scale if t > low_noise_t else low_noise_guidance for t in t_grid[:-1].tolist()]  # (steps,)
+    # Made on the CPU, so each step's guidance scales are known before the loop (no GPU sync per step).
+    f = noise.shape[2]
+    t_grid = time_grid(steps, shift, t_start, f // temporal_patch, stagger)  # (steps + 1, f / pt): one t a token
+    t_grid = t_grid.repeat_interleave(temporal_patch, dim=1)  # (steps + 1, f)
+    scales = torch.where(t_grid[:-1] > low_noise_t, guidance_scale, low_noise_guidance)  # (steps, f)
+    # one scale for the step where every frame shares it (guidance 1 then runs the conditional rows alone)
+    scales = [row[0].item() if (row == row[0]).all() else row.view(1, 1, f, 1, 1).to(noise) for row in scales]
+    per_frame = stagger > 0 or given_frames is not None  # t (B, f), not (B,)
+    # a stagger over 1 per frame (stagger > tokens - 1) leaves steps where no frame moves: they are skipped
+    moving = (t_grid[:-1] > t_grid[1:]).any(dim=1).tolist()  # (steps,)
     t_grid = t_grid.to(noise.device)
 
     B = noise.shape[0]
@@ -234,11 +272,13 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
         clean = per_token.repeat_interleave(temporal_patch, dim=1)  # (B, f)
         hold = given_frames.view(B, 1, -1, 1, 1)  # (B, 1, f, 1, 1), broadcasts over channels and pixels
         put_back = lambda x, t: torch.where(hold, add_noise(given_latents, noise, t), x)  # t (B, f)
-    for t_now, t_next, scale in zip(t_grid[:-1], t_grid[1:], scales):
-        t = t_now.repeat(B)  # (B,)
+    for t_now, t_next, scale, moves in zip(t_grid[:-1], t_grid[1:], scales, moving):  # t_now, t_next (f,)
+        if not moves:
+            continue
+        t = t_now.expand(B, f) if per_frame else t_now[0].repeat(B)  # (B, f) or (B,)
         if clean is not None:
-            t = torch.where(clean, 0.0, t_now)  # (B, f): wholly given tokens are clean, t = 0
+            t = torch.where(clean, 0.0, t)  # (B, f): wholly given tokens are clean, t = 0
             x = put_back(x, t)  # the last step moved the given frames too: put them back
         v = guided_velocity(velocity_fn, x, t, scale)  # (B, c, f, h, w)
-        x = x - (t_now - t_next) * v  # Euler step towards data; t_next < t_now
+        x = x - (t_now - t_next).view(1, 1, f, 1, 1) * v  # Euler step towards data; t_next <= t_now
     return x if clean is None else put_back(x, torch.zeros_like(t))

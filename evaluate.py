@@ -96,7 +96,7 @@ def split_prompts(world, split, n, seed, cache_dir, expand=True):
 
 
 def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None, expand=True, splits=SPLITS,
-                         sizes=(), shift=None):
+                         sizes=(), shift=None, stagger=None):
     """Sample n clips per split (of SPLITS) from the checkpoints in out_dir, score them, print a table; return the
     report (and write it to json_path). The prompts are the captions of the first n scenes of `val` and of
     `holdout`, and short prompts and paraphrases of the `val` scenes (split_prompts); split `vae` scores the `val`
@@ -105,7 +105,8 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
 
     sizes: (frames, height, width) to sample at instead of the training size, each scored as a split of its own
     (named FxHxW) on `val` scenes of that size, on its own canvas; shift: the sampler's timestep shift, a number or
-    "scaled" (sample.size_shift; None: sample.py's default). Raises ValueError for a size the models cannot take.
+    "scaled" (sample.size_shift; None: sample.py's default); stagger: sample.py --stagger (None: the checkpoint's).
+    Raises ValueError for a size the models cannot take, or a stagger the model was not trained for.
     """
     import sample  # only this entry point needs the generative models
 
@@ -115,6 +116,8 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     models = load_for(out_dir, vae_only, device)
     world = data.WorldConfig(**models.checkpoint["config"]["world"])
     check_sizes(models, sizes)  # before the evaluation networks train (minutes)
+    if not vae_only:  # so is a stagger the model was not trained for
+        sample.sampling_for(models, world.frames, world.height, world.width, stagger=stagger)
     classifier, accuracy, encoder = evaluation_networks(out_dir, world, config, device)
     report = {"out_dir": out_dir, "n": n, "seed": seed, "world": asdict(world), "eval": asdict(config),
               "classifier_accuracy": accuracy, "splits": {}}
@@ -126,9 +129,11 @@ def evaluate_checkpoints(out_dir, n, device, seed=0, json_path=None, config=None
     judges = Judges(classifier, encoder, config)
     for name, world_here, split in jobs:
         sampling = None if split == "vae" else \
-            sample.sampling_for(models, world_here.frames, world_here.height, world_here.width, shift=shift)
+            sample.sampling_for(models, world_here.frames, world_here.height, world_here.width, shift=shift,
+                                stagger=stagger)
         report["splits"][name] = score_split(models, world_here, split, n, seed, sampling, judges, expand, out_dir)
         report["splits"][name]["shift"] = None if sampling is None else sampling.shift
+        report["splits"][name]["stagger"] = None if sampling is None else sampling.stagger
     print(markdown_table(report["splits"], "split" if not sizes else "size", COLUMNS + ("fvd_real",)))
     if json_path:
         common.write_json(json_path, report)
@@ -292,6 +297,8 @@ def main(argv=None):
                         'reconstructions of real clips of each size (needs only vae.pt)')
     parser.add_argument("--shift", type=common.shift_flag, default=None, help="the sampler's timestep shift: a "
                         "number > 0 or 'scaled' (as sample.py --shift; default: sample.py's)")
+    parser.add_argument("--stagger", type=common.stagger_flag, default=None, help="the sampler's stagger of the "
+                        "frames, >= 0 (as sample.py --stagger; default: the checkpoint's)")
     parser.add_argument("--device", default="", help="cuda, mps or cpu (default: the best found)")
     common.add_config_flags(parser, EvalConfig)
     common.add_config_flags(parser, data.WorldConfig, "world-")
@@ -305,9 +312,9 @@ def main(argv=None):
     sizes = parse_sizes(parser, args.sizes)
     other_modes = [flag for flag, on in (("--videos", args.videos), ("--calibrate", args.calibrate),
                                          ("--prompting", args.prompting), ("--caption-gaps", args.caption_gaps)) if on]
-    if (sizes or args.shift is not None) and other_modes:
-        parser.error(f"--sizes and --shift are for sampling from the checkpoints; {other_modes[0]} does not sample "
-                     "that way: leave them out")
+    if (sizes or args.shift is not None or args.stagger is not None) and other_modes:
+        parser.error(f"--sizes, --shift and --stagger are for sampling from the checkpoints; {other_modes[0]} does "
+                     "not sample that way: leave them out")
     if sizes and args.splits not in (list(SPLITS), ["vae"]):
         parser.error("--sizes scores `val` prompts at each size (or, with --splits vae alone, the VAE's "
                      "reconstructions of them): leave out --splits")
@@ -326,7 +333,8 @@ def main(argv=None):
             except ValueError as e:
                 parser.error(f"--sizes: {e}")
         evaluate_checkpoints(args.out_dir, args.n, device, config.seed, args.json or None, config,
-                             expand=not args.no_expand, splits=args.splits, sizes=sizes, shift=args.shift)
+                             expand=not args.no_expand, splits=args.splits, sizes=sizes, shift=args.shift,
+                             stagger=args.stagger)
         return
     world = world_of(args.out_dir, common.config_from_args(data.WorldConfig, args, "world-"))
     classifier, accuracy, encoder = evaluation_networks(args.out_dir, world, config, device)

@@ -3,7 +3,8 @@ asked for -> Euler sampler with classifier-free guidance (diffusion.py) -> VAE d
 
 Sora samples any duration, resolution and aspect ratio by "arranging randomly-initialized patches in an
 appropriately-sized grid"; here --frames, --height and --width pick that grid, and every model setting comes from
-the checkpoints in --out-dir; --shift scaled adapts the timestep shift to the grid's size as SD3 does.
+the checkpoints in --out-dir; --shift scaled adapts the timestep shift to the grid's size as SD3 does, and
+--stagger denoises the first frames ahead of the later ones (Diffusion Forcing), which keeps a long clip's motion.
 
     python sample.py --prompt "a 3 moves left slowly" --out three.gif
     python sample.py --prompt "a 7 moves up quickly" --prompt "the digit 0 stays still" --n 2 --seed 1
@@ -47,13 +48,21 @@ def size_shift(models, frames, height, width):
     return models.checkpoint["config"]["diffusion"]["shift"] * math.sqrt(asked / trained)
 
 
-def sampling_for(models, frames, height, width, steps=None, guidance_scale=None, shift=None):
-    """The sampler's settings for a clip of this size: the checkpoint's, with --steps, --cfg and --shift where
-    given (None: not given). shift: a number > 0, or "scaled" for size_shift."""
+def sampling_for(models, frames, height, width, steps=None, guidance_scale=None, shift=None, stagger=None):
+    """The sampler's settings for a clip of this size: the checkpoint's, with --steps, --cfg, --shift and --stagger
+    where given (None: not given). shift: a number > 0, or "scaled" for size_shift. Raises ValueError for a stagger
+    > 0 on a model trained with one timestep per clip: it has never seen frames at different noise levels."""
     sampling = sampling_settings(DiffusionConfig(**models.checkpoint["config"]["diffusion"]), steps, guidance_scale)
     if shift == "scaled":
         shift = size_shift(models, frames, height, width)
-    return sampling if shift is None else sampling._replace(shift=float(shift))
+    if shift is not None:
+        sampling = sampling._replace(shift=float(shift))
+    if stagger is not None:
+        if stagger > 0 and models.checkpoint["config"].get("train", {}).get("frame_t_prob", 0) == 0:
+            raise ValueError(f"--stagger {stagger} needs a model trained with one timestep per frame (train.py "
+                             f"--frame-t-prob > 0); this one was trained with one per clip: use --stagger 0")
+        sampling = sampling._replace(stagger=float(stagger))
+    return sampling
 
 
 @torch.no_grad()
@@ -63,7 +72,8 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
     the same video on every device.
 
     models: a common.Models (the VAE, text encoder and DiT; its checkpoint is not read).
-    sampling: a common.Sampling (Euler steps, guidance scales, timestep shift).
+    sampling: a common.Sampling (Euler steps, guidance scales, timestep shift, stagger). The stagger is for
+        text-to-video: with given or edited frames every frame keeps one grid (the stagger is unmeasured there).
 
     given: (latents (B, c, f, h, w), given (B, f) bool) from `given_window`: the latent frames marked True are
         kept exactly, and the model is told they are clean (t = 0 there), as in training (with tokens of several
@@ -93,6 +103,7 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
         noise = add_noise(with_motion(edit), noise, torch.full((B,), strength, device=device))  # at t = strength
     # Rows [:B] carry the prompts, rows [B:] the empty caption: the unconditional half of guidance.
     guided = sampling.guidance_scale != 1 or sampling.low_noise_guidance not in (None, 1)
+    stagger = sampling.stagger if given is None and edit is None else 0.0  # text-to-video only
     captions = prompts + [""] * B if guided else prompts
     with autocast(device):
         text, mask, pooled = text_encoder.encode(captions)  # (2B, S, E), (2B, S), (2B, E)
@@ -100,8 +111,8 @@ def generate(models, prompts, frames, height, width, sampling=Sampling(), seed=0
         latents = sample(velocity_fn, noise, sampling.steps, shift=sampling.shift,
                          guidance_scale=sampling.guidance_scale, low_noise_guidance=sampling.low_noise_guidance,
                          low_noise_t=sampling.low_noise_t, given_latents=given_latents, given_frames=given_frames,
-                         t_start=strength if edit is not None else 1.0,
-                         temporal_patch=dit.config.patch_size[0])  # (B, c + motion, f, h, w)
+                         t_start=strength if edit is not None else 1.0, temporal_patch=dit.config.patch_size[0],
+                         stagger=stagger)  # (B, c + motion, f, h, w)
     # The VAE decodes in fp32 even where the DiT ran in bf16: it is run once, and a given frame then comes back
     # exactly as the VAE reconstructs it.
     videos = vae.decode_latents(latents[:, :c].float())
@@ -327,6 +338,10 @@ def parse_args(argv=None):
     parser.add_argument("--shift", type=common.shift_flag, default=None, help="timestep shift > 0 (above 1: more "
                         "steps at high noise), or 'scaled': the checkpoint's times sqrt(tokens / training tokens), "
                         "SD3's rule for other sizes (default: the checkpoint's)")
+    parser.add_argument("--stagger", type=common.stagger_flag, default=None, help="text-to-video: >= 0; the "
+                        "earlier frames are denoised ahead of the later ones by this much of the path (Diffusion "
+                        "Forcing's pyramid schedule), for models trained with --frame-t-prob; 0 = off (default: "
+                        "the checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=int, default=8, help="frames per second of the GIF or MP4, 1 to 50")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
@@ -370,6 +385,8 @@ def check_flags(parser, args):
             parser.error(f"{flag} must be at least {smallest}: got {value}")
     if args.cfg is not None and not (math.isfinite(args.cfg) and args.cfg >= 0):
         parser.error(f"--cfg must be a finite number >= 0 (1 = no guidance, 4 = the usual): got {args.cfg}")
+    if args.stagger and mode != "text":
+        parser.error("--stagger goes with text-to-video (no --image, --extend, --edit, --connect or --loop)")
     if not 1 <= args.fps <= 50:  # GIF delays are whole hundredths of a second; players slow down under 20 ms
         parser.error(f"--fps must be 1 to 50: got {args.fps}")
     if args.strength is not None and not 0 < args.strength <= 1:
@@ -472,7 +489,7 @@ def main(argv=None):
         common.check_size(vae.config, dit.config, frames, height, width)
     except ValueError as e:
         raise ValueError(f"{e}" + (f" (the size of {paths[0]})" if inputs else "")) from None
-    sampling = sampling_for(models, frames, height, width, args.steps, args.cfg, args.shift)
+    sampling = sampling_for(models, frames, height, width, args.steps, args.cfg, args.shift, args.stagger)
     image = mode == "text" and frames == 1
     out = args.out or os.path.join(args.out_dir, "sample.png" if image else "sample.gif")
     common.check_video_path(out, 1 if image else frames)

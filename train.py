@@ -107,6 +107,9 @@ class TrainConfig:
     # share of video clips with an independent timestep per latent frame (Diffusion Forcing, arXiv:2407.01392): a
     # frame noisier than its neighbours is placed from them and the caption's motion; costs identity (README)
     frame_t_prob: float = 0.0
+    # share of those clips whose per-frame timesteps are sorted, the first latent frame the least noisy: the
+    # states a staggered sampler (--sample-stagger) walks through, which independent draws rarely make at 7 frames
+    frame_t_sorted: float = 0.0
     # > 0: the DiT also denoises the world's exact motion (data.motion_field on the latent grid, times this scale)
     # as extra latent channels, so that a caption's direction words change what it must predict (VideoJAM)
     motion_scale: float = 0.0
@@ -158,7 +161,8 @@ class TrainConfig:
                  (">= 0", lambda v: v >= 0, ("seed", "num_workers", "steps", "vae_steps", "dit_steps", "vae_warmup",
                                              "dit_warmup", "text_pretrain_steps", "dit_weight_decay", "latent_cache",
                                              "eval_clips", "motion_scale", "motion_weight")),
-                 ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob")),
+                 ("in [0, 1]", lambda v: 0 <= v <= 1, ("image_prob", "dit_image_prob", "given_prob", "frame_t_prob",
+                                                                 "frame_t_sorted")),
                  ("in [0, 1)", lambda v: 0 <= v < 1, ("ema_decay", "caption_dropout")))
         for rule, holds, names in rules:
             for name in names:
@@ -166,6 +170,9 @@ class TrainConfig:
                     raise ValueError(f"--{name.replace('_', '-')} must be {rule}: got {getattr(self, name)}")
         if not math.isfinite(self.motion_weight_end):
             raise ValueError(f"--motion-weight-end must be a number (< 0: a constant weight): got {self.motion_weight_end}")
+        if self.frame_t_sorted > 0 and self.frame_t_prob == 0:
+            raise ValueError("--frame-t-sorted sorts the timesteps of the clips --frame-t-prob gives one per frame: "
+                             "give --frame-t-prob > 0 too")
         if self.motion_weight_end >= 0 and self.motion_scale == 0:
             raise ValueError("--motion-weight-end needs --motion-scale > 0 (the motion target it weighs)")
         self.check_buckets()
@@ -976,7 +983,8 @@ def objective_inputs(latents, captions, train, diffusion_config, generator, moti
     user's image or video comes with no motion field.
 
     Two shares of the clips are made harder on purpose. Diffusion Forcing (arXiv:2407.01392, --frame-t-prob): one
-    timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion.
+    timestep per latent frame, so a noisier frame is placed from its cleaner neighbours and the caption's motion;
+    --frame-t-sorted of those clips have them sorted, noisier with every frame, as a staggered sampler sees them.
     Prompting with images and videos (--given-prob): some latent frames are given clean, with t = 0 (x_t is then
     the clean latent) and no loss, so the model learns to continue what it is shown.
 
@@ -994,6 +1002,9 @@ def objective_inputs(latents, captions, train, diffusion_config, generator, moti
         draw = lambda n: diffusion.sample_timesteps(n * patches, diffusion_config, generator).view(n, patches)
         t_frames = per_frame(global_draw(draw, B)).to(device)  # (B, f') -> (B, f)
         t = torch.where(independent.to(device)[:, None], t_frames, t[:, None])  # (B, f)
+        if train.frame_t_sorted > 0:  # some of them sorted along time: each frame noisier than the one before
+            ordered = global_draw(lambda n: torch.rand(n, generator=generator), B) < train.frame_t_sorted  # (B,)
+            t = torch.where((independent & ordered).to(device)[:, None], t.sort(dim=1).values, t)  # (B, f)
     if train.given_prob == 0 or patches <= 1:  # nothing can be given: t stays, every frame carries the loss
         return latents, captions, t, noise, None
     # (decided by the flags, not by whether this batch happens to have given frames: every rank, and every
@@ -1332,7 +1343,8 @@ def check_bucket_sizes(world, vae_config, dit_config, train):
 def check_configs(configs):
     """Raise ValueError for configs that do not fit together, before any training: captions longer than the text
     encoder reads (found when the first such clip is drawn, hours in), a clip the VAE or the DiT's patches
-    cannot take, and image steps with a temporal patch of more than one latent frame."""
+    cannot take, image steps with a temporal patch of more than one latent frame, and a staggered sampler for a
+    model that never sees frames at different noise levels."""
     world, text, dit, train = configs["world"], configs["text"], configs["dit"], configs["train"]
     longest = len(data.longest_caption(world))
     if longest + 1 > text.max_len:  # + 1: the BOS token
@@ -1345,6 +1357,10 @@ def check_configs(configs):
         raise ValueError(f"--dit-image-prob {train.dit_image_prob} trains on images, one latent frame each, but a "
                          f"token spans {dit.patch_size[0]} latent frames (--dit-patch-size "
                          f"{','.join(map(str, dit.patch_size))}); use --dit-image-prob 0")
+    if configs["diffusion"].sample_stagger > 0 and train.frame_t_prob == 0:
+        raise ValueError(f"--sample-stagger {configs['diffusion'].sample_stagger} samples frames at different noise "
+                         "levels, which the model sees in training only with --frame-t-prob > 0: give one, or "
+                         "--sample-stagger 0")
 
 
 def parse_args(argv=None):

@@ -1,10 +1,11 @@
 """Rectified flow checked against its own formulas: the sign convention, the sampler with an oracle velocity,
-guidance, the timestep shift and densities, per-frame timesteps, masked loss and given frames."""
+guidance, the timestep shift and densities, per-frame timesteps, masked loss, given frames and the staggered
+(pyramid) time grid."""
 import pytest
 import torch
 
 from diffusion import (DiffusionConfig, add_noise, expand_t, guided_velocity, loss, loss_per_bin, sample,
-                       sample_timesteps, shift_timesteps, velocity_target)
+                       sample_timesteps, shift_timesteps, time_grid, velocity_target)
 
 SHAPE = (2, 3, 4, 5, 6)  # (B, c, f, h, w)
 
@@ -273,3 +274,55 @@ def test_sampling_is_reproducible_with_a_generator():
     a = sample(velocity_fn, torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)), steps=4)
     b = sample(velocity_fn, torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)), steps=4)
     assert torch.equal(a, b)
+
+
+def test_time_grid_staggers_each_frame_along_the_same_path():
+    """stagger 0 is the usual grid for every frame; stagger s: frame k's unshifted time is frame 0's delayed by
+    k * s / (frames - 1) of the progress axis (scaled by 1 + s), so every frame walks the same grid from 1 to 0,
+    in steps / (1 + s) steps, and an earlier frame is never noisier than a later one."""
+    steps, shift = 12, 3.0
+    usual = shift_timesteps(torch.linspace(1, 0, steps + 1), shift)  # (steps + 1,)
+    torch.testing.assert_close(time_grid(steps, shift, frames=3), usual[:, None].expand(steps + 1, 3))
+    grid = time_grid(steps, shift, frames=3, stagger=1.0)  # (13, 3): frame k sets off k * 3 steps late
+    assert grid.shape == (steps + 1, 3)
+    assert (grid[0] == 1).all() and (grid[-1] == 0).all()
+    assert (grid[:-1] >= grid[1:]).all() and (grid[:, :-1] <= grid[:, 1:]).all()
+    own = shift_timesteps(torch.linspace(1, 0, steps // 2 + 1), shift)  # 6 steps each, on the usual path
+    for k in range(3):
+        moving = grid[3 * k:3 * k + steps // 2 + 1, k]
+        torch.testing.assert_close(moving, own.to(grid.dtype))
+        assert (grid[:3 * k, k] == 1).all() and (grid[3 * k + steps // 2:, k] == 0).all()
+    # an edit (t_start < 1) staggers from t_start; one frame has nothing to stagger
+    edit = time_grid(8, shift, t_start=0.6, frames=2, stagger=1.0)
+    assert edit[0].tolist() == pytest.approx([0.6, 0.6]) and (edit[-1] == 0).all()
+    torch.testing.assert_close(time_grid(5, shift, frames=1, stagger=2.0), time_grid(5, shift, frames=1))
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="stagger must be a finite number >= 0"):
+            time_grid(4, 1.0, frames=3, stagger=bad)
+    with pytest.raises(ValueError, match="sample_stagger"):
+        DiffusionConfig(sample_stagger=-1.0)
+
+
+def test_staggered_sampler_recovers_x0_and_guides_each_frame_at_its_own_noise_level():
+    x0, noise = data_and_noise()  # (B, c, 4, h, w)
+    seen = []
+
+    def oracle(x_t, t):  # the exact velocity through x0 (a settled frame, t = 0, has x_t = x0 and moves by 0)
+        seen.append(t.clone())
+        return (x_t - x0) / expand_t(t, x_t).clamp(min=1e-6)
+
+    out = sample(oracle, noise, 8, shift=2.0, stagger=1.0)
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=0)
+    assert len(seen) == 8 and all(t.shape == (2, 4) for t in seen)  # one t per latent frame, the same calls
+    assert all((t[:, :-1] <= t[:, 1:]).all() for t in seen) and (seen[3][:, 0] < seen[3][:, -1]).all()
+    # conditional velocity 1, unconditional 0: each frame moves by the sum of its steps' scales times dt
+    v = lambda x_t, t: torch.cat([torch.ones_like(x_t[:2]), torch.zeros_like(x_t[2:])])
+    out = sample(v, torch.zeros(SHAPE), 8, shift=2.0, guidance_scale=4.0, low_noise_guidance=2.5, stagger=1.0)
+    grid = time_grid(8, 2.0, frames=4, stagger=1.0)  # (9, 4)
+    dt, scale = grid[:-1] - grid[1:], torch.where(grid[:-1] > 0.5, 4.0, 2.5)  # (8, 4) each
+    expected = -(dt * scale).sum(0).float()  # (4,)
+    torch.testing.assert_close(out, expected.view(1, 1, 4, 1, 1).expand(SHAPE), atol=1e-5, rtol=0)
+    # frames of one token (temporal patch 2) share a t; a stagger over 1 per token skips the steps where none moves
+    seen.clear()
+    sample(oracle, noise, 6, temporal_patch=2, stagger=3.0)
+    assert all((t[:, 0] == t[:, 1]).all() and (t[:, 2] == t[:, 3]).all() for t in seen) and len(seen) < 6

@@ -185,6 +185,10 @@ TRAIN_CASES = [
     (["--ema-decay", "2"], r"--ema-decay must be in \[0, 1\)"),
     (["--caption-dropout", "1.5"], r"--caption-dropout must be in \[0, 1\)"),
     (["--given-prob", "-0.1"], r"--given-prob must be in \[0, 1\]"),
+    (["--sample-stagger", "1", "--frame-t-prob", "0"], "--sample-stagger 1.0 .* only with --frame-t-prob > 0"),
+    (["--sample-stagger", "-1"], "sample_stagger must be a finite number >= 0"),
+    (["--frame-t-sorted", "0.5", "--frame-t-prob", "0"], "give --frame-t-prob > 0 too"),
+    (["--frame-t-sorted", "2"], r"--frame-t-sorted must be in \[0, 1\]"),
     (["--stage", "everything"], "--stage must be vae, dit or all"),
     (["--precision", "fp16"], "--precision must be auto, fp32 or bf16"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
@@ -234,6 +238,8 @@ SAMPLE_CASES = [
     (["--edit", "nowhere.gif"], "no file at nowhere.gif"),
     (["--edit", "nowhere.gif", "--strength", "2"], r"--strength must be in \(0, 1\]"),
     (["--loop", "--frames", "1"], "makes a video"),
+    (["--stagger", "-1"], "--stagger: must be a finite number >= 0 .*: got -1"),
+    (["--loop", "--stagger", "1"], "--stagger goes with text-to-video"),
 ]
 
 
@@ -254,6 +260,8 @@ EVALUATE_CASES = [
     (["--shift", "wide"], "--shift: must be a number > 0 .* or 'scaled': got wide"),
     (["--sizes", "9x32x48,9X32X48"], "--sizes: 9X32X48 is given twice"),
     (["--sizes", "9x32x48", "--calibrate"], "--calibrate does not sample"),
+    (["--stagger", "1", "--prompting"], "--prompting does not sample that way"),
+    (["--stagger", "nan"], "--stagger: must be a finite number >= 0 .*: got nan"),
     (["--sizes", "9x32x48", "--splits", "val", "vae"], "leave out --splits"),
     (["--out-dir", "nowhere"], "no checkpoint at nowhere"),
 ]

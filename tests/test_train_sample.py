@@ -83,6 +83,29 @@ def test_sample_writes_video_and_image_of_the_asked_size(trained, tmp_path):
     assert iio.imread(grid).shape[:3] == (5, 2 * 34 + 2, 2 * 34 + 2)
 
 
+def test_stagger_is_the_checkpoints_for_text_to_video_only_and_needs_per_frame_training(trained):
+    """The checkpoint's sample_stagger (here 0) is the default and --stagger overrides it; text-to-video then hands
+    the DiT one t per latent frame, the first frames less noisy; given frames keep one grid for the rest; a model
+    trained with one timestep per clip is refused a stagger, in one line."""
+    models = common.load_models(trained, torch.device("cpu"))
+    assert sample.sampling_for(models, 5, 32, 32).stagger == 0.0
+    staggered = sample.sampling_for(models, 5, 32, 32, steps=3, guidance_scale=1.0, stagger=1.0)
+    assert staggered.stagger == 1.0
+    seen_t = []
+    models.dit.register_forward_hook(lambda module, args, out: seen_t.append(args[1].clone()))
+    sample.generate(models, ["a 3"], 5, 32, 32, staggered)
+    assert all(t.shape == (1, 2) and t[0, 0] <= t[0, 1] for t in seen_t) and seen_t[1][0, 0] < seen_t[1][0, 1]
+    seen_t.clear()
+    sample.animate(models, torch.zeros(1, 1, 1, 32, 32), ["a 3"], 5, sampling=staggered)
+    assert all(t[0, 0] == 0 for t in seen_t) and seen_t[0][0, 1] == 1
+    assert seen_t[1][0, 1] < 1  # the generated frame walks the plain grid from the first step (staggered: not yet)
+    per_clip = common.Models(*models[:3], {**models.checkpoint, "config": {**models.checkpoint["config"],
+                             "train": {**models.checkpoint["config"]["train"], "frame_t_prob": 0.0}}})
+    with pytest.raises(ValueError, match="--frame-t-prob > 0"):
+        sample.sampling_for(per_clip, 5, 32, 32, stagger=1.0)
+    assert sample.sampling_for(per_clip, 5, 32, 32, stagger=0.0).stagger == 0.0
+
+
 def test_sample_is_reproducible_and_guidance_one_skips_the_unconditional_pass(trained):
     models = common.load_models(trained, torch.device("cpu"))
     a = sample.generate(models, ["a 3"], 5, 32, 32, common.Sampling(steps=2, guidance_scale=3.0), seed=1)
@@ -297,6 +320,25 @@ def test_caption_dropout_rate_and_reproducibility():
     assert all(d in ("", c) for c, d in zip(captions, dropped))  # kept captions are unchanged
     assert dropped == draw(config)
     assert draw(train.TrainConfig(caption_dropout=0.0)) == captions
+
+
+def test_sorted_frame_timesteps_are_a_share_of_the_per_frame_ones_in_order():
+    """--frame-t-sorted: that share of the clips with one timestep per latent frame gets the same draws sorted, the
+    first frame the least noisy (what a staggered sampler shows the model); the rest keep their independent order.
+    0 draws nothing more, so a run without it is the run it was."""
+    latents, captions = torch.zeros(4000, 4, 5, 1, 1), ["a 3"] * 4000  # (B, c, f, h, w): 5 latent frames
+    diffusion_config = train.diffusion.DiffusionConfig()
+    draw = lambda **flags: train.objective_inputs(latents, captions, train.TrainConfig(given_prob=0, **flags),
+                                                  diffusion_config, torch.Generator().manual_seed(0))[2]
+    plain, ordered = draw(frame_t_prob=1.0), draw(frame_t_prob=1.0, frame_t_sorted=0.25)  # (B, f) each
+    rising = (ordered[:, 1:] >= ordered[:, :-1]).all(dim=1)  # (B,)
+    changed = (ordered != plain).any(dim=1)
+    assert torch.equal(ordered.sort(dim=1).values, plain.sort(dim=1).values)  # the same draws, reordered
+    assert abs(changed.float().mean().item() - 0.25 * (1 - 1 / 120)) < 0.025  # 1 in 5! is in order already
+    assert rising[changed].all() and rising.float().mean() < 0.27  # the others rise by chance, 1 in 120
+    assert torch.equal(draw(frame_t_prob=1.0, frame_t_sorted=0.0), plain)
+    with pytest.raises(ValueError, match="--frame-t-sorted .* give --frame-t-prob > 0"):
+        train.TrainConfig(frame_t_sorted=0.5)
 
 
 def test_compiled_step_equals_the_eager_one():
