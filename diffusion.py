@@ -203,9 +203,10 @@ def time_grid(steps, shift, t_start=1.0, frames=1, stagger=0.0):
     stagger = 0: one grid for every frame, the usual sampler. stagger > 0: the pyramid schedule of Diffusion
     Forcing (Chen et al., arXiv:2407.01392): frame k sets off stagger * k / (frames - 1) of the way later than
     frame 0 (stagger 1: the last frame starts as the first one ends), so the early frames are settled while the
-    later ones are still noisy, and the later ones are then drawn to continue them. The model is still called
-    `steps` times; each frame moves during steps / (1 + stagger) of them. A model needs one timestep per frame in
-    training (train.py --frame-t-prob) to read such inputs. Raises ValueError for a stagger that is not >= 0."""
+    later ones are still noisy, and the later ones are then drawn to continue them. Each frame moves during about
+    steps / (1 + stagger) of the steps, on a grid of the usual spacing offset by its lag (with a temporal patch,
+    "frame" is the token along time). A model needs one timestep per frame in training (train.py --frame-t-prob)
+    to read such inputs. Raises ValueError for a stagger that is not >= 0."""
     if not (math.isfinite(stagger) and stagger >= 0):
         raise ValueError(f"stagger must be a finite number >= 0 (0 = every frame on one grid): got {stagger}")
     # Starting at shift_timesteps(t_start, 1 / shift) makes the shifted grid start exactly at t_start.
@@ -216,6 +217,7 @@ def time_grid(steps, shift, t_start=1.0, frames=1, stagger=0.0):
         progress = torch.linspace(0, 1, steps + 1)[:, None]  # (steps + 1, 1): 0 before the first step, 1 after
         lag = stagger * torch.arange(frames) / (frames - 1)  # (frames,): where on `progress` frame k sets off
         u = u_start * (1 - (progress * (1 + stagger) - lag).clamp(0, 1))  # (steps + 1, frames)
+        u[0], u[-1] = u_start, 0.0  # exact ends: float32 rounding of the lags can leave the last frame at 1e-7
     return shift_timesteps(u, shift)
 
 
@@ -252,17 +254,22 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
     if not all(math.isfinite(x) for x in (guidance_scale, low_noise_guidance, shift)) or shift <= 0:
         raise ValueError(f"guidance_scale and low_noise_guidance must be finite and shift finite and > 0: got "
                          f"guidance_scale={guidance_scale}, low_noise_guidance={low_noise_guidance}, shift={shift}")
-    # Made on the CPU, so each step's guidance scales are known before the loop (no GPU sync per step).
+    # Made on the CPU, so each step's guidance scales are known before the loop (no GPU sync per step; a DiT with
+    # a temporal patch checks per-frame t, given or staggered, in a sync of its own: DiT.timesteps_per_group).
     f = noise.shape[2]
     t_grid = time_grid(steps, shift, t_start, f // temporal_patch, stagger)  # (steps + 1, f / pt): one t a token
     t_grid = t_grid.repeat_interleave(temporal_patch, dim=1)  # (steps + 1, f)
-    scales = torch.where(t_grid[:-1] > low_noise_t, guidance_scale, low_noise_guidance)  # (steps, f)
-    # one scale for the step where every frame shares it (guidance 1 then runs the conditional rows alone)
-    scales = [row[0].item() if (row == row[0]).all() else row.view(1, 1, f, 1, 1).to(noise) for row in scales]
-    per_frame = stagger > 0 or given_frames is not None  # t (B, f), not (B,)
-    # a stagger over 1 per frame (stagger > tokens - 1) leaves steps where no frame moves: they are skipped
+    # A step whose frames share one scale, or one step size, gets it as a number, or a 0-dim tensor: guidance 1 then
+    # runs the conditional rows alone, and the step keeps the velocity's dtype (bf16 under autocast). (Compared in
+    # Python floats, so a grid point equal to low_noise_t falls where it always did.)
+    scales = [[guidance_scale if t > low_noise_t else low_noise_guidance for t in row] for row in t_grid[:-1].tolist()]
+    scales = [row[0] if len(set(row)) == 1 else torch.tensor(row).view(1, 1, f, 1, 1).to(noise) for row in scales]
+    dts = [dt[0] if (dt == dt[0]).all() else dt.view(1, 1, f, 1, 1) for dt in t_grid[:-1] - t_grid[1:]]  # (steps,)
+    # a lag of more than a whole path between neighbouring tokens (stagger > tokens - 1) leaves steps where no frame
+    # moves: they are skipped
     moving = (t_grid[:-1] > t_grid[1:]).any(dim=1).tolist()  # (steps,)
-    t_grid = t_grid.to(noise.device)
+    per_frame = stagger > 0 or given_frames is not None  # t (B, f), not (B,)
+    t_grid, dts = t_grid.to(noise.device), [dt.to(noise.device) for dt in dts]
 
     B = noise.shape[0]
     x, clean = noise, None
@@ -272,7 +279,7 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
         clean = per_token.repeat_interleave(temporal_patch, dim=1)  # (B, f)
         hold = given_frames.view(B, 1, -1, 1, 1)  # (B, 1, f, 1, 1), broadcasts over channels and pixels
         put_back = lambda x, t: torch.where(hold, add_noise(given_latents, noise, t), x)  # t (B, f)
-    for t_now, t_next, scale, moves in zip(t_grid[:-1], t_grid[1:], scales, moving):  # t_now, t_next (f,)
+    for t_now, dt, scale, moves in zip(t_grid[:-1], dts, scales, moving):  # t_now (f,); dt 0-dim or (1, 1, f, 1, 1)
         if not moves:
             continue
         t = t_now.expand(B, f) if per_frame else t_now[0].repeat(B)  # (B, f) or (B,)
@@ -280,5 +287,5 @@ def sample(velocity_fn, noise, steps, shift=1.0, guidance_scale=1.0, given_laten
             t = torch.where(clean, 0.0, t)  # (B, f): wholly given tokens are clean, t = 0
             x = put_back(x, t)  # the last step moved the given frames too: put them back
         v = guided_velocity(velocity_fn, x, t, scale)  # (B, c, f, h, w)
-        x = x - (t_now - t_next).view(1, 1, f, 1, 1) * v  # Euler step towards data; t_next <= t_now
+        x = x - dt * v  # Euler step towards data, dt = t_now - t_next >= 0
     return x if clean is None else put_back(x, torch.zeros_like(t))

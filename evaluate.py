@@ -315,6 +315,9 @@ def main(argv=None):
     if (sizes or args.shift is not None or args.stagger is not None) and other_modes:
         parser.error(f"--sizes, --shift and --stagger are for sampling from the checkpoints; {other_modes[0]} does "
                      "not sample that way: leave them out")
+    if args.splits == ["vae"] and (args.shift is not None or args.stagger is not None):
+        parser.error("--splits vae scores the VAE's reconstructions, which are not sampled: leave out --shift and "
+                     "--stagger")
     if sizes and args.splits not in (list(SPLITS), ["vae"]):
         parser.error("--sizes scores `val` prompts at each size (or, with --splits vae alone, the VAE's "
                      "reconstructions of them): leave out --splits")

@@ -1359,8 +1359,8 @@ def check_configs(configs):
                          f"{','.join(map(str, dit.patch_size))}); use --dit-image-prob 0")
     if configs["diffusion"].sample_stagger > 0 and train.frame_t_prob == 0:
         raise ValueError(f"--sample-stagger {configs['diffusion'].sample_stagger} samples frames at different noise "
-                         "levels, which the model sees in training only with --frame-t-prob > 0: give one, or "
-                         "--sample-stagger 0")
+                         "levels, which the model sees in training only with --frame-t-prob > 0: give --frame-t-prob "
+                         "> 0, or --sample-stagger 0")
 
 
 def parse_args(argv=None):

@@ -282,7 +282,7 @@ def test_time_grid_staggers_each_frame_along_the_same_path():
     in steps / (1 + s) steps, and an earlier frame is never noisier than a later one."""
     steps, shift = 12, 3.0
     usual = shift_timesteps(torch.linspace(1, 0, steps + 1), shift)  # (steps + 1,)
-    torch.testing.assert_close(time_grid(steps, shift, frames=3), usual[:, None].expand(steps + 1, 3))
+    assert torch.equal(time_grid(steps, shift, frames=3), usual[:, None].expand(steps + 1, 3))  # bit for bit
     grid = time_grid(steps, shift, frames=3, stagger=1.0)  # (13, 3): frame k sets off k * 3 steps late
     assert grid.shape == (steps + 1, 3)
     assert (grid[0] == 1).all() and (grid[-1] == 0).all()
@@ -296,6 +296,10 @@ def test_time_grid_staggers_each_frame_along_the_same_path():
     edit = time_grid(8, shift, t_start=0.6, frames=2, stagger=1.0)
     assert edit[0].tolist() == pytest.approx([0.6, 0.6]) and (edit[-1] == 0).all()
     torch.testing.assert_close(time_grid(5, shift, frames=1, stagger=2.0), time_grid(5, shift, frames=1))
+    for stagger in (0.3, 0.7):  # lags that float32 cannot hold exactly still start at 1 and end at exactly 0
+        for frames in range(2, 9):
+            grid = time_grid(10, shift, frames=frames, stagger=stagger)
+            assert (grid[0] == 1).all() and (grid[-1] == 0).all()
     for bad in (-0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="stagger must be a finite number >= 0"):
             time_grid(4, 1.0, frames=3, stagger=bad)
@@ -326,3 +330,19 @@ def test_staggered_sampler_recovers_x0_and_guides_each_frame_at_its_own_noise_le
     seen.clear()
     sample(oracle, noise, 6, temporal_patch=2, stagger=3.0)
     assert all((t[:, 0] == t[:, 1]).all() and (t[:, 2] == t[:, 3]).all() for t in seen) and len(seen) < 6
+
+
+def test_one_grid_keeps_the_velocitys_dtype_and_the_guidance_boundary():
+    """Without a stagger each step moves x by a 0-dim step size, so a bf16 velocity (autocast) stays bf16, as the
+    sampler always did; and the grid is compared with low_noise_t in Python floats, as it always was: float32's
+    0.4000000059604645 lies above 0.4 (in float32, 0.4 itself, it would not)."""
+    v = lambda x_t, t: torch.ones_like(x_t, dtype=torch.bfloat16)
+    assert sample(v, torch.zeros(SHAPE, dtype=torch.bfloat16), 4, guidance_scale=1.0).dtype == torch.bfloat16
+    seen = []
+
+    def velocity_fn(x_t, t):
+        seen.append(x_t.shape[0])
+        return torch.zeros_like(x_t)
+
+    sample(velocity_fn, torch.zeros(SHAPE), 5, guidance_scale=1.0, low_noise_guidance=3.0, low_noise_t=0.4)
+    assert seen == [2, 2, 2, 2, 4]  # t = 1, 0.8, 0.6 and float32's 0.4 unguided; t = 0.2 guided

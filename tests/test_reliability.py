@@ -261,6 +261,7 @@ EVALUATE_CASES = [
     (["--sizes", "9x32x48,9X32X48"], "--sizes: 9X32X48 is given twice"),
     (["--sizes", "9x32x48", "--calibrate"], "--calibrate does not sample"),
     (["--stagger", "1", "--prompting"], "--prompting does not sample that way"),
+    (["--splits", "vae", "--stagger", "0.5"], "--splits vae .* leave out --shift and --stagger"),
     (["--stagger", "nan"], "--stagger: must be a finite number >= 0 .*: got nan"),
     (["--sizes", "9x32x48", "--splits", "val", "vae"], "leave out --splits"),
     (["--out-dir", "nowhere"], "no checkpoint at nowhere"),
