@@ -273,6 +273,21 @@ def parse_sizes(parser, text):
         parser.error(f"--sizes: {e}")
 
 
+def check_sampling_flags(parser, args, sizes):
+    """Refuse --sizes, --shift and --stagger where nothing is sampled, and --splits that --sizes does not take."""
+    other_modes = [flag for flag, on in (("--videos", args.videos), ("--calibrate", args.calibrate),
+                                         ("--prompting", args.prompting), ("--caption-gaps", args.caption_gaps)) if on]
+    if (sizes or args.shift is not None or args.stagger is not None) and other_modes:
+        parser.error(f"--sizes, --shift and --stagger are for sampling from the checkpoints; {other_modes[0]} does "
+                     "not sample that way: leave them out")
+    if args.splits == ["vae"] and (args.shift is not None or args.stagger is not None):
+        parser.error("--splits vae scores the VAE's reconstructions, which are not sampled: leave out --shift and "
+                     "--stagger")
+    if sizes and args.splits not in (list(SPLITS), ["vae"]):
+        parser.error("--sizes scores `val` prompts at each size (or, with --splits vae alone, the VAE's "
+                     "reconstructions of them): leave out --splits")
+
+
 def main(argv=None):
     parser = common.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=VIDEOS_HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,17 +325,7 @@ def main(argv=None):
     if any(not 0 < strength <= 1 for strength in args.strengths):
         parser.error(f"--strengths must lie in (0, 1]: got {args.strengths}")
     sizes = parse_sizes(parser, args.sizes)
-    other_modes = [flag for flag, on in (("--videos", args.videos), ("--calibrate", args.calibrate),
-                                         ("--prompting", args.prompting), ("--caption-gaps", args.caption_gaps)) if on]
-    if (sizes or args.shift is not None or args.stagger is not None) and other_modes:
-        parser.error(f"--sizes, --shift and --stagger are for sampling from the checkpoints; {other_modes[0]} does "
-                     "not sample that way: leave them out")
-    if args.splits == ["vae"] and (args.shift is not None or args.stagger is not None):
-        parser.error("--splits vae scores the VAE's reconstructions, which are not sampled: leave out --shift and "
-                     "--stagger")
-    if sizes and args.splits not in (list(SPLITS), ["vae"]):
-        parser.error("--sizes scores `val` prompts at each size (or, with --splits vae alone, the VAE's "
-                     "reconstructions of them): leave out --splits")
+    check_sampling_flags(parser, args, sizes)
     config, device = common.config_from_args(EvalConfig, args), common.pick_device(args.device)
     if args.caption_gaps:
         evaluate_caption_gaps(args.out_dir, args.n, device, config.seed, args.json or None)
