@@ -169,14 +169,19 @@ def sampling_settings(diffusion_config, steps=None, guidance_scale=None):
                     low_noise_t=diffusion_config.low_noise_t, stagger=diffusion_config.sample_stagger)
 
 
+def number_or_nan(text):
+    """float(text) for an argparse type, NaN for text that is no number (so one range check refuses both)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def shift_flag(text):
     """argparse type of --shift (sample.py, evaluate.py): a finite number > 0, or "scaled" (sample.size_shift)."""
     if text == "scaled":
         return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = number_or_nan(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a number > 0 (1 = no shift) or 'scaled': got {text}")
     return value
@@ -184,10 +189,7 @@ def shift_flag(text):
 
 def stagger_flag(text):
     """argparse type of --stagger (sample.py, evaluate.py): a finite number >= 0 (diffusion.time_grid)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = number_or_nan(text)
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = off): got {text}")
     return value
